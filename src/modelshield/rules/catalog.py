@@ -1,0 +1,170 @@
+"""The catalogue of rules: one stable ID per kind of finding.
+
+IDs are never reused. Families: ``MS1xx`` pickle analysis, ``MS9xx`` the scanner itself.
+Each rule's ``description`` is its documentation (shown by ``modelshield rules`` and in SARIF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelshield.findings import Confidence, Severity
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    """Short kebab-case name, used as the SARIF rule name."""
+    severity: Severity
+    """Default severity; a finding may carry a different one (e.g. from the policy entry)."""
+    confidence: Confidence
+    cwe: int | None
+    summary: str
+    description: str
+
+
+_RULES = (
+    Rule(
+        "MS100",
+        "pickle-malformed",
+        Severity.MEDIUM,
+        Confidence.HIGH,
+        20,
+        "Malformed or truncated pickle stream",
+        "The pickle stream breaks the format at this point (unknown opcode, truncated argument, "
+        "stack underflow, bad memo reference). CPython's unpickler executes every opcode before "
+        "the break, so everything before it was analysed; a benign writer never produces this.",
+    ),
+    Rule(
+        "MS101",
+        "dangerous-call",
+        Severity.CRITICAL,
+        Confidence.HIGH,
+        502,
+        "Known-dangerous callable invoked when the file is loaded",
+        "Loading this file calls a function known to execute code, start processes, touch the "
+        "file system or network, load native code or install packages. This is arbitrary code "
+        "execution on load (CWE-502).",
+    ),
+    Rule(
+        "MS102",
+        "unallowed-call",
+        Severity.HIGH,
+        Confidence.MEDIUM,
+        502,
+        "Callable outside the allowlist invoked when the file is loaded",
+        "Loading this file calls a function or class that is not on modelshield's allowlist of "
+        "callables known to be safe during unpickling. It may be harmless, but nothing vouches "
+        "for it; allow it in the configuration with a reason if you trust it.",
+    ),
+    Rule(
+        "MS103",
+        "dynamic-call",
+        Severity.HIGH,
+        Confidence.MEDIUM,
+        502,
+        "Call whose target cannot be determined statically",
+        "The pickle calls an object computed at load time (the result of another call, an item "
+        "taken from a container, a persistent ID). Benign writers do not produce this; it is how "
+        "denylist scanners are bypassed.",
+    ),
+    Rule(
+        "MS104",
+        "dangerous-reference",
+        Severity.HIGH,
+        Confidence.MEDIUM,
+        502,
+        "Known-dangerous callable stored in the model",
+        "The file references a dangerous callable without calling it while loading. The loaded "
+        "object holds it and may call it later (e.g. a FunctionTransformer whose func is eval).",
+    ),
+    Rule(
+        "MS105",
+        "unallowed-import",
+        Severity.MEDIUM,
+        Confidence.LOW,
+        502,
+        "Global outside the allowlist imported",
+        "Loading this file imports a module attribute that is not on the allowlist. Importing a "
+        "module runs its top-level code; the object is not called while loading.",
+    ),
+    Rule(
+        "MS106",
+        "object-mutation",
+        Severity.HIGH,
+        Confidence.HIGH,
+        915,
+        "Attributes written on an existing module, class or function",
+        "A BUILD opcode (or setattr) changes the attributes of an object that the pickle did not "
+        "create, such as a module or a class. This can replace functions process-wide.",
+    ),
+    Rule(
+        "MS107",
+        "nested-payload",
+        Severity.HIGH,
+        Confidence.HIGH,
+        502,
+        "Serialized payload handed to a loader inside the pickle",
+        "The pickle passes bytes to another deserializer (pickle.loads, marshal.loads, "
+        "torch.load, ...). The nested payload is analysed where possible and its findings "
+        "reported; marshalled code objects are never decoded.",
+    ),
+    Rule(
+        "MS108",
+        "persistent-id",
+        Severity.INFO,
+        Confidence.HIGH,
+        None,
+        "Persistent IDs resolved by the loader",
+        "The pickle uses PERSID/BINPERSID; what they resolve to depends on the loader "
+        "(PyTorch uses them for tensor storages). A plain pickle.load refuses them.",
+    ),
+    Rule(
+        "MS109",
+        "extension-code",
+        Severity.MEDIUM,
+        Confidence.MEDIUM,
+        502,
+        "Global looked up through the copyreg extension registry",
+        "EXT1/EXT2/EXT4 import a global through copyreg's extension registry, which is empty "
+        "unless the loading program registered codes. The target cannot be known statically.",
+    ),
+    Rule(
+        "MS110",
+        "trailing-data",
+        Severity.INFO,
+        Confidence.HIGH,
+        None,
+        "Data after the last pickle",
+        "Bytes follow the last complete pickle and do not start another one. pickle.load ignores "
+        "them; a loader that reads further could interpret them.",
+    ),
+    Rule(
+        "MS111",
+        "analysis-limit",
+        Severity.MEDIUM,
+        Confidence.HIGH,
+        400,
+        "Analysis stopped at a limit",
+        "A safety limit (opcodes, memo, stack, nesting, string size, decompressed size or time) "
+        "was reached, so content after this point was not analysed. The input is reported as "
+        "partially covered.",
+    ),
+    Rule(
+        "MS112",
+        "analyser-error",
+        Severity.HIGH,
+        Confidence.LOW,
+        None,
+        "The analyser failed on this input",
+        "modelshield hit an internal error while analysing this input. The input is reported as "
+        "inconclusive; please report the bug with the file if you can share it.",
+    ),
+)
+
+RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+
+
+def get_rule(rule_id: str) -> Rule:
+    return RULES[rule_id]
