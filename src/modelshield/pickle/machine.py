@@ -1,0 +1,1038 @@
+"""The symbolic pickle machine: runs every opcode of protocols 0-5 on symbolic values.
+
+It mirrors CPython's unpickler step by step (stack, mark stack, memo, protocol-dependent name
+fixing) but never imports or calls anything. Calls are recorded as events tied to the callable
+they really invoke, seeing through the indirections attackers use to hide a target from
+denylists (``getattr``, ``operator.attrgetter``/``methodcaller``, ``functools.partial``,
+``importlib.import_module``, ``sys.modules[...]``, instance-level ``__setstate__``, bytes decoded
+by base64/zlib/codecs and handed to ``pickle.loads``...). A small set of pure functions is
+*emulated* on constants for that purpose; nothing else is evaluated.
+
+Every resource is bounded (see :class:`Limits`): hostile input ends in a recorded error or limit,
+never a crash, hang or memory blow-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bz2
+import codecs
+import lzma
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelshield.pickle.names import canonical, fix_import, is_identifier_path
+from modelshield.pickle.opcodes import (
+    HIGHEST_PROTOCOL,
+    Buffer,
+    Decoder,
+    Op,
+    PickleFormatError,
+    parse_line_int,
+)
+from modelshield.pickle.trace import Event, EventKind, LimitKind, PickleAnalysis, Stream
+from modelshield.pickle.values import (
+    EAGER_BYTES,
+    AttrGetter,
+    CodeObject,
+    Const,
+    DictV,
+    ItemGetter,
+    Mark,
+    MethodCaller,
+    Namespace,
+    Obj,
+    Partial,
+    Persistent,
+    Ref,
+    Seq,
+    Unknown,
+    Value,
+    is_dunder_name,
+    render,
+    render_call,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard bounds on one analysis. Reaching one stops the stream and is reported."""
+
+    max_opcodes: int = 50_000_000
+    max_stack: int = 1_000_000
+    max_memo: int = 5_000_000
+    max_events: int = 200_000
+    max_nesting: int = 4
+    """Depth of pickles nested in pickles (``pickle.loads(b'...')``) that are followed."""
+    max_decoded: int = 64 << 20
+    """Largest output of an emulated decoder (base64, zlib, ...) or nested payload, in bytes."""
+    max_seconds: float = 120.0
+
+
+class _Limit(Exception):
+    def __init__(self, kind: LimitKind) -> None:
+        super().__init__(kind.value)
+        self.kind = kind
+
+
+class _Broken(Exception):
+    """The stream breaks the format at an opcode (what CPython raises as UnpicklingError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+KeepFilter = Callable[[Event], bool]
+"""Returns False for events the caller does not need stored (e.g. calls of allowlisted names)."""
+
+# Loaders that deserialize bytes handed to them: name -> kind of payload.
+_LOADERS = {
+    "pickle.loads": "pickle",
+    "pickle.load": "pickle",
+    "pickle.Unpickler": "pickle",
+    "pickle._loads": "pickle",
+    "pickle._load": "pickle",
+    "pickle._Unpickler": "pickle",
+    "dill.loads": "pickle",
+    "dill.load": "pickle",
+    "dill._dill.loads": "pickle",
+    "cloudpickle.loads": "pickle",
+    "cloudpickle.load": "pickle",
+    "joblib.load": "pickle",
+    "joblib.numpy_pickle.load": "pickle",
+    "pandas.read_pickle": "pickle",
+    "torch.load": "unknown",
+    "torch.serialization.load": "unknown",
+    "numpy.load": "unknown",
+    "numpy.lib.npyio.load": "unknown",
+    "marshal.loads": "marshal",
+    "marshal.load": "marshal",
+    "lib2to3.pgen2.grammar.Grammar.loads": "pickle",
+}
+
+_B64ISH: dict[str, Callable[[bytes], bytes]] = {
+    "base64.b64decode": base64.b64decode,
+    "base64.standard_b64decode": base64.standard_b64decode,
+    "base64.urlsafe_b64decode": base64.urlsafe_b64decode,
+    "base64.decodebytes": base64.decodebytes,
+    "base64.b32decode": base64.b32decode,
+    "base64.b16decode": base64.b16decode,
+    "base64.b85decode": base64.b85decode,
+    "base64.a85decode": base64.a85decode,
+    "binascii.a2b_base64": binascii.a2b_base64,
+    "binascii.unhexlify": binascii.unhexlify,
+    "binascii.a2b_hex": binascii.a2b_hex,
+    "builtins.bytes.fromhex": lambda b: bytes.fromhex(b.decode("ascii")),
+}
+
+_DECOMPRESSORS = {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress"}
+
+
+def _bounded_decompress(name: str, data: bytes, limit: int) -> bytes:
+    if name == "zlib.decompress":
+        d = zlib.decompressobj()
+        out = d.decompress(data, limit + 1)
+    elif name == "gzip.decompress":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = d.decompress(data, limit + 1)
+    elif name == "bz2.decompress":
+        out = bz2.BZ2Decompressor().decompress(data, limit + 1)
+    else:
+        out = lzma.LZMADecompressor().decompress(data, limit + 1)
+    if len(out) > limit:
+        raise _Limit(LimitKind.DECODED_SIZE)
+    return out
+
+
+class _Run:
+    """The state of one pickle stream being analysed."""
+
+    def __init__(self, machine: Machine, buf: Buffer, start: int, depth: int) -> None:
+        self.m = machine
+        self.dec = Decoder(buf, start)
+        self.start = start
+        self.depth = depth
+        self.stack: list[Value] = []
+        self.metastack: list[list[Value]] = []
+        self.memo: dict[int, Value] = {}
+        self.proto = 0
+        self.events: list[Event] = []
+        self.dropped = 0
+        self.index = 0
+        self.op: Op | None = None
+        self.result: Value | None = None
+
+    # ------------------------------------------------------------------ stack helpers
+    def push(self, v: Value) -> None:
+        self.stack.append(v)
+        if len(self.stack) > self.m.limits.max_stack:
+            raise _Limit(LimitKind.STACK)
+
+    def pop(self) -> Value:
+        if not self.stack:
+            raise _Broken("unpickling stack underflow")
+        return self.stack.pop()
+
+    def top(self) -> Value:
+        if not self.stack:
+            raise _Broken("unpickling stack underflow")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[Value]:
+        if not self.metastack:
+            raise _Broken("could not find MARK")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    # ------------------------------------------------------------------ events
+    def emit(self, kind: EventKind, **kw: object) -> Event:
+        op = self.op
+        assert op is not None
+        ev = Event(kind, op.pos - self.m.base, self.index, op.name, **kw)  # type: ignore[arg-type]
+        if self.m.keep is not None and not self.m.keep(ev):
+            self.dropped += 1
+            return ev
+        self.events.append(ev)
+        if len(self.events) > self.m.limits.max_events:
+            raise _Limit(LimitKind.EVENTS)
+        return ev
+
+    # ------------------------------------------------------------------ globals
+    def global_ref(self, module: str, name: str) -> Value:
+        module, name = fix_import(module, name, self.proto)
+        dotted = canonical(f"{module}.{name}")
+        self.emit(EventKind.IMPORT, name=dotted, evidence=f"{module}.{name}")
+        return _namespace_of(dotted) or Ref(dotted)
+
+    # ------------------------------------------------------------------ calls
+    def call(self, func: Value, args: list[Value], kwargs: DictV | None, via: str | None) -> Value:
+        """Record a call of ``func`` and return a symbolic result."""
+        if isinstance(func, Partial):
+            via2 = "functools.partial" if via is None else f"{via} -> functools.partial"
+            return self.call(func.func, func.args + args, kwargs, via2)
+        if isinstance(func, AttrGetter):
+            return _getattr_path(args[0], func.path) if args else Unknown("attrgetter()")
+        if isinstance(func, ItemGetter):
+            return _getitem(args[0], func.key) if args else Unknown("itemgetter()")
+        if isinstance(func, MethodCaller):
+            if not args:
+                return Unknown("methodcaller()")
+            target = _getattr_path(args[0], func.method)
+            via2 = "operator.methodcaller" if via is None else f"{via} -> operator.methodcaller"
+            return self.call(target, func.args, kwargs, via2)
+        if isinstance(func, Namespace):
+            func = Ref("sys.modules" if func.prefix is None else func.prefix)
+        if not isinstance(func, Ref):
+            desc = render(func)
+            self.emit(
+                EventKind.CALL,
+                name=None,
+                evidence=render_call(desc, args, kwargs),
+                via=via,
+            )
+            return Obj(None, render_call(desc, args, kwargs))
+        name = func.name
+        evidence = render_call(name, args, kwargs)
+        self.emit(EventKind.CALL, name=name, evidence=evidence, via=via)
+        return self.emulate(name, args, kwargs, evidence)
+
+    def instantiate(self, cls: Value, args: list[Value], kwargs: DictV | None, via: str) -> Value:
+        """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg): recorded as a call of the class."""
+        return self.call(cls, args, kwargs, via)
+
+    def emulate(self, name: str, args: list[Value], kwargs: DictV | None, evidence: str) -> Value:
+        """Compute the result of the few pure functions needed to see through indirection."""
+        a0 = args[0] if args else None
+        s0 = a0.as_str() if isinstance(a0, Const) else None
+        if name == "builtins.getattr":
+            attr = args[1].as_str() if len(args) >= 2 and isinstance(args[1], Const) else None
+            return _getattr_path(args[0], attr) if attr else Unknown("getattr result")
+        if name == "operator.attrgetter" and s0 is not None and len(args) == 1:
+            return AttrGetter(s0)
+        if name == "operator.itemgetter" and a0 is not None and len(args) == 1:
+            return ItemGetter(a0)
+        if name == "operator.methodcaller" and s0 is not None:
+            return MethodCaller(s0, list(args[1:]))
+        if name == "functools.partial" and a0 is not None:
+            return Partial(a0, list(args[1:]))
+        if name in ("importlib.import_module", "importlib.__import__") and s0:
+            return _module_ref(s0)
+        if name == "builtins.__import__" and s0:
+            fromlist = args[3] if len(args) > 3 else None
+            if kwargs is not None:
+                fromlist = kwargs.get("fromlist") or fromlist
+            has_from = isinstance(fromlist, Seq) and fromlist.total > 0
+            return _module_ref(s0 if has_from else s0.split(".")[0])
+        if name == "pkgutil.resolve_name" and s0:
+            return _namespace_of(s0.replace(":", ".")) or Ref(canonical(s0.replace(":", ".")))
+        if name == "pydoc.locate" and s0:
+            return _namespace_of(s0) or Ref(canonical(s0))
+        if name in ("operator.getitem", "builtins.dict.get", "builtins.dict.__getitem__"):
+            if len(args) >= 2:
+                return _getitem(args[0], args[1])
+            return Unknown("getitem result")
+        if name in ("builtins.vars",) and isinstance(a0, Ref):
+            return Namespace(a0.name)
+        if name in ("builtins.globals", "builtins.locals"):
+            return Unknown("globals()")
+        if name in ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"):
+            if a0 is not None:
+                rest = list(args[1:]) if name == "copyreg.__newobj__" else []
+                return self.instantiate(a0, rest, None, name)
+        if name in _LOADERS:
+            return self.nested(name, _LOADERS[name], a0)
+        if name in _B64ISH or name == "codecs.decode":
+            return self.decode(name, args)
+        if name in _DECOMPRESSORS and isinstance(a0, Const):
+            raw = a0.as_bytes(self.m.limits.max_decoded)
+            if raw is not None:
+                try:
+                    return Const(_bounded_decompress(name, raw, self.m.limits.max_decoded))
+                except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+                    return Unknown(f"{name} error")
+        if name in ("codecs.encode", "builtins.str.encode") and s0 is not None:
+            enc = args[1].as_str() if len(args) > 1 and isinstance(args[1], Const) else "utf-8"
+            try:
+                return Const(codecs.encode(s0, enc or "utf-8"))
+            except (LookupError, ValueError, TypeError):
+                return Unknown("encode error")
+        if name in ("builtins.bytes", "builtins.bytearray", "io.BytesIO") and isinstance(a0, Const):
+            raw = a0.as_bytes(self.m.limits.max_decoded)
+            if raw is not None:
+                return Const(raw)
+        if name == "builtins.eval" and s0 is not None:
+            return Obj(None, evidence)
+        return Obj(name, evidence)
+
+    def decode(self, name: str, args: list[Value]) -> Value:
+        a0 = args[0] if args else None
+        if not isinstance(a0, Const):
+            return Unknown(f"{name} result")
+        raw = a0.as_bytes(self.m.limits.max_decoded)
+        if raw is None:
+            text = a0.as_str()
+            if text is None:
+                return Unknown(f"{name} result")
+            raw = text.encode("utf-8", "surrogatepass")
+        try:
+            if name == "codecs.decode":
+                enc = args[1].as_str() if len(args) > 1 and isinstance(args[1], Const) else None
+                if enc is None:
+                    return Unknown("codecs.decode result")
+                enc = codecs.lookup(enc).name
+                if enc in ("zlib_codec", "bz2_codec"):
+                    kind = "zlib.decompress" if enc == "zlib_codec" else "bz2.decompress"
+                    return Const(_bounded_decompress(kind, raw, self.m.limits.max_decoded))
+                if enc == "rot-13":
+                    return Const(codecs.decode(raw.decode("latin-1"), "rot13"))
+                out = codecs.decode(raw, enc)
+            else:
+                out = _B64ISH[name](raw)
+        except _Limit:
+            raise
+        except (ValueError, TypeError, LookupError, binascii.Error, zlib.error, OSError):
+            return Unknown(f"{name} error")
+        if isinstance(out, bytes | str) and len(out) <= self.m.limits.max_decoded:
+            return Const(out)
+        return Unknown(f"{name} result")
+
+    def nested(self, loader: str, kind: str, payload: Value | None) -> Value:
+        raw = payload.as_bytes(self.m.limits.max_decoded) if isinstance(payload, Const) else None
+        if raw is None or kind == "unknown":
+            self.emit(
+                EventKind.NESTED,
+                name=loader,
+                evidence=f"{loader}({render(payload) if payload else ''})",
+                payload_kind="marshal" if kind == "marshal" else "unknown",
+            )
+            return CodeObject() if kind == "marshal" else Unknown(f"{loader} result")
+        if kind == "marshal":
+            self.emit(
+                EventKind.NESTED,
+                name=loader,
+                evidence=f"{loader}(<{len(raw)} bytes of marshalled code>)",
+                payload_kind="marshal",
+            )
+            return CodeObject()
+        if self.depth + 1 > self.m.limits.max_nesting:
+            raise _Limit(LimitKind.NESTING)
+        sub = Machine(self.m.limits, keep=self.m.keep, deadline=self.m.deadline)
+        analysis, result = sub.analyse_with_result(raw, depth=self.depth + 1)
+        self.emit(
+            EventKind.NESTED,
+            name=loader,
+            evidence=f"{loader}(<{len(raw)}-byte pickle>)",
+            nested=analysis,
+            payload_kind="pickle",
+        )
+        return result if result is not None else Unknown(f"{loader} result")
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        m = self.m
+        lim = m.limits
+        dispatch = _DISPATCH
+        while True:
+            op = self.dec.next_op()
+            self.op = op
+            if self.index >= lim.max_opcodes:
+                raise _Limit(LimitKind.OPCODES)
+            if (self.index & 0xFFFF) == 0 and time.monotonic() > m.deadline:
+                raise _Limit(LimitKind.TIME)
+            handler = dispatch[op.spec.name]
+            handler(self, op)
+            self.index += 1
+            if op.spec.name == "STOP":
+                return
+
+    def bytes_value(self, view: memoryview, lazy: str) -> Const:
+        if len(view) <= EAGER_BYTES:
+            raw = bytes(view)
+            if lazy == "str":
+                return Const(raw.decode("utf-8", "surrogatepass"))
+            return Const(bytearray(raw) if lazy == "bytearray" else raw)
+        return Const(view, lazy)
+
+
+def _module_ref(name: str) -> Value:
+    return _namespace_of(name) or Ref(canonical(name))
+
+
+def _namespace_of(dotted: str) -> Value | None:
+    if dotted == "sys.modules":
+        return Namespace(None)
+    return None
+
+
+def _getattr_path(obj: Value, path: str) -> Value:
+    if not path:
+        return Unknown("getattr result")
+    if isinstance(obj, Ref):
+        dotted = canonical(f"{obj.name}.{path}")
+        return _namespace_of(dotted) or Ref(dotted)
+    if isinstance(obj, Namespace) and obj.prefix is not None and path == "__dict__":
+        return obj
+    if isinstance(obj, Obj) and path in obj.attrs:
+        return obj.attrs[path]
+    return Unknown(f"attribute {path!r} of {render(obj, budget=80)}")
+
+
+def _getitem(obj: Value, key: Value) -> Value:
+    k = key.as_str() if isinstance(key, Const) else None
+    if isinstance(obj, Namespace) and k:
+        if obj.prefix is None:
+            return _module_ref(k)
+        return Ref(canonical(f"{obj.prefix}.{k}"))
+    if isinstance(obj, DictV) and k is not None:
+        found = obj.get(k)
+        if found is not None:
+            return found
+    if isinstance(obj, Seq) and isinstance(key, Const) and isinstance(key.value, int):
+        i = key.value
+        if -len(obj.items) <= i < len(obj.items) and len(obj.items) == obj.total:
+            return obj.items[i]
+    return Unknown(f"item of {render(obj, budget=80)}")
+
+
+# ---------------------------------------------------------------------- opcode handlers
+
+Handler = Callable[[_Run, Op], None]
+
+
+def _arg_bytes(op: Op) -> memoryview:
+    assert isinstance(op.arg, memoryview)
+    return op.arg
+
+
+def _op_mark(r: _Run, op: Op) -> None:
+    r.metastack.append(r.stack)
+    r.stack = []
+    if len(r.metastack) > r.m.limits.max_stack:
+        raise _Limit(LimitKind.STACK)
+
+
+def _op_stop(r: _Run, op: Op) -> None:
+    r.result = r.pop()
+
+
+def _op_pop(r: _Run, op: Op) -> None:
+    if r.stack:
+        r.stack.pop()
+    else:
+        r.pop_mark()
+
+
+def _op_pop_mark(r: _Run, op: Op) -> None:
+    r.pop_mark()
+
+
+def _op_dup(r: _Run, op: Op) -> None:
+    r.push(r.top())
+
+
+def _op_float(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, bytes)
+    try:
+        r.push(Const(float(op.arg)))
+    except ValueError:
+        raise _Broken(f"could not convert string to float: {op.arg[:40]!r}") from None
+
+
+def _op_int(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, bytes)
+    if op.arg == b"00":
+        r.push(Const(False))
+    elif op.arg == b"01":
+        r.push(Const(True))
+    else:
+        r.push(Const(_line_int(op)))
+
+
+def _line_int(op: Op) -> int:
+    assert isinstance(op.arg, bytes)
+    try:
+        return parse_line_int(op.arg, op.pos)
+    except PickleFormatError as exc:
+        raise _Broken(exc.message) from None
+
+
+def _op_push_arg(r: _Run, op: Op) -> None:
+    r.push(Const(op.arg))
+
+
+def _op_none(r: _Run, op: Op) -> None:
+    r.push(Const(None))
+
+
+def _op_true(r: _Run, op: Op) -> None:
+    r.push(Const(True))
+
+
+def _op_false(r: _Run, op: Op) -> None:
+    r.push(Const(False))
+
+
+def _op_persid(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, bytes)
+    try:
+        pid: Value = Const(op.arg.decode("ascii"))
+    except UnicodeDecodeError:
+        raise _Broken("persistent IDs in protocol 0 must be ASCII strings") from None
+    r.emit(EventKind.PERSID, evidence=f"persistent_load({render(pid)})")
+    r.push(Persistent(pid))
+
+
+def _op_binpersid(r: _Run, op: Op) -> None:
+    pid = r.pop()
+    r.emit(EventKind.PERSID, evidence=f"persistent_load({render(pid)})")
+    r.push(Persistent(pid))
+
+
+def _op_reduce(r: _Run, op: Op) -> None:
+    args = r.pop()
+    func = r.pop()
+    r.push(r.call(func, _tuple_items(args), None, None))
+
+
+def _tuple_items(args: Value) -> list[Value]:
+    if isinstance(args, Seq):
+        items = list(args.items)
+        if args.total > len(items):
+            items.append(Unknown(f"{args.total - len(items)} more arguments"))
+        return items
+    return [Unknown(f"*{render(args, budget=80)}")]
+
+
+def _op_string(r: _Run, op: Op) -> None:
+    # Protocol-0/1 str (Python 2 ``str``): CPython decodes it with the Unpickler's encoding
+    # (ASCII by default; loaders such as numpy pass latin1). Keep the text for analysis.
+    raw = bytes(op.arg) if isinstance(op.arg, memoryview) else op.arg
+    assert isinstance(raw, bytes)
+    r.push(Const(raw.decode("latin-1")))
+
+
+def _op_unicode_nl(r: _Run, op: Op) -> None:
+    r.push(Const(op.arg))
+
+
+def _op_binunicode(r: _Run, op: Op) -> None:
+    r.push(r.bytes_value(_arg_bytes(op), "str"))
+
+
+def _op_binbytes(r: _Run, op: Op) -> None:
+    r.push(r.bytes_value(_arg_bytes(op), "bytes"))
+
+
+def _op_bytearray8(r: _Run, op: Op) -> None:
+    r.push(r.bytes_value(_arg_bytes(op), "bytearray"))
+
+
+def _op_append(r: _Run, op: Op) -> None:
+    value = r.pop()
+    _extend(r, r.top(), [value])
+
+
+def _op_appends(r: _Run, op: Op) -> None:
+    items = r.pop_mark()
+    _extend(r, r.top(), items)
+
+
+def _extend(r: _Run, target: Value, items: list[Value]) -> None:
+    if isinstance(target, Seq) and target.kind == "list":
+        for it in items:
+            target.add(it)
+    elif isinstance(target, Ref | Namespace):
+        # CPython calls target.extend()/append() on whatever object is there.
+        r.emit(
+            EventKind.MUTATION,
+            name=_target_name(target),
+            evidence=f"{render(target)}.extend({render(Seq('list', items, len(items)))})",
+        )
+    elif isinstance(target, Obj):
+        pass  # list subclass or object with extend(): its class was already judged
+    elif not isinstance(target, Unknown | Persistent):
+        raise _Broken(f"cannot append to {render(target, budget=60)}")
+
+
+def _op_setitem(r: _Run, op: Op) -> None:
+    value = r.pop()
+    key = r.pop()
+    _setitems(r, r.top(), [key, value])
+
+
+def _op_setitems(r: _Run, op: Op) -> None:
+    items = r.pop_mark()
+    _setitems(r, r.top(), items)
+
+
+def _setitems(r: _Run, target: Value, items: list[Value]) -> None:
+    if len(items) % 2:
+        raise _Broken("odd number of items for SETITEMS")
+    if isinstance(target, DictV):
+        for i in range(0, len(items), 2):
+            target.set(items[i], items[i + 1])
+    elif isinstance(target, Ref | Namespace):
+        pairs = DictV([(items[i], items[i + 1]) for i in range(0, len(items), 2)], len(items) // 2)
+        r.emit(
+            EventKind.MUTATION,
+            name=_target_name(target),
+            evidence=f"{render(target)}.update({render(pairs)})",
+        )
+    elif isinstance(target, Seq | Const | CodeObject):
+        raise _Broken(f"object does not support item assignment: {render(target, budget=60)}")
+
+
+def _op_additems(r: _Run, op: Op) -> None:
+    items = r.pop_mark()
+    target = r.top()
+    if isinstance(target, Seq) and target.kind == "set":
+        for it in items:
+            target.add(it)
+    elif isinstance(target, Ref | Namespace):
+        r.emit(
+            EventKind.MUTATION,
+            name=_target_name(target),
+            evidence=f"{render(target)}.add(...)",
+        )
+
+
+def _target_name(v: Value) -> str:
+    if isinstance(v, Ref):
+        return v.name
+    if isinstance(v, Namespace):
+        return "sys.modules" if v.prefix is None else v.prefix
+    return render(v)
+
+
+def _op_build(r: _Run, op: Op) -> None:
+    state = r.pop()
+    inst = r.top()
+    if isinstance(inst, Obj) and "__setstate__" in inst.attrs:
+        # getattr(inst, "__setstate__") finds the instance attribute set by an earlier BUILD.
+        r.call(inst.attrs["__setstate__"], [state], None, "BUILD -> instance __setstate__")
+        return
+    dict_state: Value | None = state
+    slot_state: Value | None = None
+    if isinstance(state, Seq) and state.kind == "tuple" and state.total == 2:
+        dict_state, slot_state = state.items[0], state.items[1]
+    keys: list[tuple[str, Value]] = []
+    for part in (dict_state, slot_state):
+        if isinstance(part, DictV):
+            for k, v in part.items:
+                ks = k.as_str() if isinstance(k, Const) else None
+                if ks is not None:
+                    keys.append((ks, v))
+    if isinstance(inst, Ref | Namespace):
+        names = ", ".join(k for k, _ in keys[:8]) or render(state, budget=80)
+        r.emit(
+            EventKind.MUTATION,
+            name=_target_name(inst),
+            evidence=f"{render(inst)}.__dict__.update({render(state)})",
+            via=f"BUILD sets {names}",
+        )
+        return
+    if isinstance(inst, Obj):
+        dunders = [k for k, _ in keys if is_dunder_name(k)]
+        for k, v in keys:
+            if len(inst.attrs) < 64 or k in inst.attrs:
+                inst.attrs[k] = v
+        if dunders:
+            r.emit(
+                EventKind.MUTATION,
+                name=inst.target,
+                evidence=f"{inst.desc}: sets {', '.join(dunders)} = "
+                + ", ".join(render(v, budget=80) for k, v in keys if k in dunders),
+                via="BUILD on instance",
+            )
+    elif isinstance(inst, Const | Seq | DictV) and inst is not None:
+        # Builtin values have no __setstate__ and no __dict__: CPython raises.
+        if isinstance(inst, Const):
+            raise _Broken(f"BUILD on a {type(inst.value).__name__} value")
+
+
+def _op_global(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, tuple)
+    module, name = op.arg
+    r.push(r.global_ref(module, name))
+
+
+def _op_stack_global(r: _Run, op: Op) -> None:
+    name_v = r.pop()
+    module_v = r.pop()
+    name = name_v.as_str() if isinstance(name_v, Const) else None
+    module = module_v.as_str() if isinstance(module_v, Const) else None
+    if name is not None and module is not None:
+        r.push(r.global_ref(module, name))
+        return
+    if isinstance(name_v, Const | Seq | DictV) and isinstance(module_v, Const | Seq | DictV):
+        raise _Broken("STACK_GLOBAL requires str")
+    r.emit(
+        EventKind.DYNAMIC_IMPORT,
+        evidence=f"import {render(module_v, budget=100)}.{render(name_v, budget=100)}",
+    )
+    r.push(Unknown(f"global {render(module_v, budget=60)}.{render(name_v, budget=60)}"))
+
+
+def _op_dict(r: _Run, op: Op) -> None:
+    items = r.pop_mark()
+    d = DictV()
+    if len(items) % 2:
+        raise _Broken("odd number of items for DICT")
+    for i in range(0, len(items), 2):
+        d.set(items[i], items[i + 1])
+    r.push(d)
+
+
+def _op_empty_dict(r: _Run, op: Op) -> None:
+    r.push(DictV())
+
+
+def _op_empty_list(r: _Run, op: Op) -> None:
+    r.push(Seq("list"))
+
+
+def _op_empty_tuple(r: _Run, op: Op) -> None:
+    r.push(Seq("tuple"))
+
+
+def _op_empty_set(r: _Run, op: Op) -> None:
+    r.push(Seq("set"))
+
+
+def _seq(kind: str, items: list[Value]) -> Seq:
+    s = Seq(kind)
+    for it in items:
+        s.add(it)
+    return s
+
+
+def _op_list(r: _Run, op: Op) -> None:
+    r.push(_seq("list", r.pop_mark()))
+
+
+def _op_tuple(r: _Run, op: Op) -> None:
+    r.push(_seq("tuple", r.pop_mark()))
+
+
+def _op_frozenset(r: _Run, op: Op) -> None:
+    r.push(_seq("frozenset", r.pop_mark()))
+
+
+def _op_tuple_n(r: _Run, op: Op) -> None:
+    n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}[op.name]
+    if len(r.stack) < n:
+        raise _Broken("unpickling stack underflow")
+    items = r.stack[-n:]
+    del r.stack[-n:]
+    r.push(_seq("tuple", items))
+
+
+def _memo_get(r: _Run, idx: int) -> None:
+    try:
+        r.push(r.memo[idx])
+    except KeyError:
+        raise _Broken(f"Memo value not found at index {idx}") from None
+
+
+def _op_get(r: _Run, op: Op) -> None:
+    _memo_get(r, _line_int(op))
+
+
+def _op_binget(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, int)
+    _memo_get(r, op.arg)
+
+
+def _memo_put(r: _Run, idx: int) -> None:
+    if idx < 0:
+        raise _Broken("negative PUT argument")
+    r.memo[idx] = r.top()
+    if len(r.memo) > r.m.limits.max_memo:
+        raise _Limit(LimitKind.MEMO)
+
+
+def _op_put(r: _Run, op: Op) -> None:
+    _memo_put(r, _line_int(op))
+
+
+def _op_binput(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, int)
+    _memo_put(r, op.arg)
+
+
+def _op_memoize(r: _Run, op: Op) -> None:
+    _memo_put(r, len(r.memo))
+
+
+def _op_inst(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, tuple)
+    module, name = op.arg
+    args = r.pop_mark()
+    cls = r.global_ref(module, name)
+    r.push(r.call(cls, args, None, None))
+
+
+def _op_obj(r: _Run, op: Op) -> None:
+    items = r.pop_mark()
+    if not items:
+        raise _Broken("OBJ without a class")
+    r.push(r.call(items[0], items[1:], None, None))
+
+
+def _op_newobj(r: _Run, op: Op) -> None:
+    args = r.pop()
+    cls = r.pop()
+    r.push(r.instantiate(cls, _tuple_items(args), None, "NEWOBJ (cls.__new__)"))
+
+
+def _op_newobj_ex(r: _Run, op: Op) -> None:
+    kwargs = r.pop()
+    args = r.pop()
+    cls = r.pop()
+    kw = kwargs if isinstance(kwargs, DictV) else None
+    r.push(r.instantiate(cls, _tuple_items(args), kw, "NEWOBJ_EX (cls.__new__)"))
+
+
+def _op_ext(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, int)
+    code = op.arg
+    if code <= 0:
+        raise _Broken("EXT specifies code <= 0")
+    r.emit(EventKind.EXT, evidence=f"copyreg extension code {code}")
+    r.push(Unknown(f"global from extension code {code}"))
+
+
+def _op_proto(r: _Run, op: Op) -> None:
+    assert isinstance(op.arg, int)
+    if op.arg > HIGHEST_PROTOCOL:
+        raise _Broken(f"unsupported pickle protocol: {op.arg}")
+    r.proto = op.arg
+
+
+def _op_frame(r: _Run, op: Op) -> None:
+    return None
+
+
+def _op_next_buffer(r: _Run, op: Op) -> None:
+    # pickle.loads without buffers= raises here; with buffers, the data comes from outside.
+    r.push(Unknown("out-of-band buffer"))
+
+
+def _op_readonly_buffer(r: _Run, op: Op) -> None:
+    r.top()
+
+
+_DISPATCH: dict[str, Handler] = {
+    "MARK": _op_mark,
+    "STOP": _op_stop,
+    "POP": _op_pop,
+    "POP_MARK": _op_pop_mark,
+    "DUP": _op_dup,
+    "FLOAT": _op_float,
+    "INT": _op_int,
+    "BININT": _op_push_arg,
+    "BININT1": _op_push_arg,
+    "LONG": lambda r, op: r.push(Const(_line_int(op))),
+    "BININT2": _op_push_arg,
+    "NONE": _op_none,
+    "PERSID": _op_persid,
+    "BINPERSID": _op_binpersid,
+    "REDUCE": _op_reduce,
+    "STRING": _op_string,
+    "BINSTRING": _op_string,
+    "SHORT_BINSTRING": _op_string,
+    "UNICODE": _op_unicode_nl,
+    "BINUNICODE": _op_binunicode,
+    "APPEND": _op_append,
+    "BUILD": _op_build,
+    "GLOBAL": _op_global,
+    "DICT": _op_dict,
+    "EMPTY_DICT": _op_empty_dict,
+    "APPENDS": _op_appends,
+    "GET": _op_get,
+    "BINGET": _op_binget,
+    "INST": _op_inst,
+    "LONG_BINGET": _op_binget,
+    "LIST": _op_list,
+    "EMPTY_LIST": _op_empty_list,
+    "OBJ": _op_obj,
+    "PUT": _op_put,
+    "BINPUT": _op_binput,
+    "LONG_BINPUT": _op_binput,
+    "SETITEM": _op_setitem,
+    "TUPLE": _op_tuple,
+    "EMPTY_TUPLE": _op_empty_tuple,
+    "SETITEMS": _op_setitems,
+    "BINFLOAT": _op_push_arg,
+    "PROTO": _op_proto,
+    "NEWOBJ": _op_newobj,
+    "EXT1": _op_ext,
+    "EXT2": _op_ext,
+    "EXT4": _op_ext,
+    "TUPLE1": _op_tuple_n,
+    "TUPLE2": _op_tuple_n,
+    "TUPLE3": _op_tuple_n,
+    "NEWTRUE": _op_true,
+    "NEWFALSE": _op_false,
+    "LONG1": _op_push_arg,
+    "LONG4": _op_push_arg,
+    "BINBYTES": _op_binbytes,
+    "SHORT_BINBYTES": _op_binbytes,
+    "SHORT_BINUNICODE": _op_binunicode,
+    "BINUNICODE8": _op_binunicode,
+    "BINBYTES8": _op_binbytes,
+    "EMPTY_SET": _op_empty_set,
+    "ADDITEMS": _op_additems,
+    "FROZENSET": _op_frozenset,
+    "NEWOBJ_EX": _op_newobj_ex,
+    "STACK_GLOBAL": _op_stack_global,
+    "MEMOIZE": _op_memoize,
+    "FRAME": _op_frame,
+    "BYTEARRAY8": _op_bytearray8,
+    "NEXT_BUFFER": _op_next_buffer,
+    "READONLY_BUFFER": _op_readonly_buffer,
+}
+
+
+class Machine:
+    """Analyses buffers of pickle data. Reusable; each ``analyse`` call is independent."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        keep: KeepFilter | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.keep = keep
+        self.deadline = deadline if deadline is not None else 0.0
+        self.base = 0
+
+    def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
+        """Analyse every pickle in ``buf[start:end]``; offsets in events are relative to start."""
+        return self.analyse_with_result(buf, start=start, end=end)[0]
+
+    def analyse_with_result(
+        self, buf: Buffer, *, start: int = 0, end: int | None = None, depth: int = 0
+    ) -> tuple[PickleAnalysis, Value | None]:
+        if depth == 0 or self.deadline == 0.0:
+            self.deadline = time.monotonic() + self.limits.max_seconds
+        view_len = len(memoryview(buf)) if end is None else end
+        self.base = start
+        streams: list[Stream] = []
+        first_result: Value | None = None
+        pos = start
+        trailing_start: int | None = None
+        trailing_events: tuple[Event, ...] = ()
+        while pos < view_len:
+            stream, result = self._one(buf, pos, view_len, depth)
+            if streams and not stream.complete and stream.limit is None:
+                # Bytes after a complete pickle that do not form one: trailing data. Keep only
+                # calls of well-formed global names (a loader reading on would run them).
+                trailing_start = pos - start
+                trailing_events = tuple(
+                    e
+                    for e in stream.events
+                    if e.kind in (EventKind.CALL, EventKind.MUTATION, EventKind.NESTED)
+                    and e.name is not None
+                    and is_identifier_path(e.name)
+                )
+                break
+            if not streams:
+                first_result = result
+            streams.append(stream)
+            if not stream.complete:
+                break
+            pos = start + stream.end
+        analysis = PickleAnalysis(
+            streams=tuple(streams),
+            size=view_len - start,
+            trailing_start=trailing_start,
+            trailing_events=trailing_events,
+        )
+        return analysis, first_result
+
+    def _one(self, buf: Buffer, pos: int, end: int, depth: int) -> tuple[Stream, Value | None]:
+        run = _Run(self, buf, pos, depth)
+        run.dec.end = end
+        error: str | None = None
+        error_pos: int | None = None
+        truncated = False
+        limit: LimitKind | None = None
+        try:
+            run.run()
+        except PickleFormatError as exc:
+            error, error_pos, truncated = exc.message, exc.pos - self.base, exc.truncated
+        except _Broken as exc:
+            error = exc.message
+            error_pos = (run.op.pos if run.op else pos) - self.base
+        except _Limit as exc:
+            limit = exc.kind
+        except RecursionError:
+            limit = LimitKind.NESTING
+        except MemoryError:
+            limit = LimitKind.MEMO
+        stream = Stream(
+            start=pos - self.base,
+            end=run.dec.pos - self.base,
+            protocol=run.proto if run.proto else None,
+            opcodes=run.index,
+            events=tuple(run.events),
+            error=error,
+            error_pos=error_pos,
+            truncated=truncated,
+            limit=limit,
+            dropped_events=run.dropped,
+        )
+        return stream, run.result
+
+
+def analyse(buf: Buffer, *, limits: Limits | None = None, keep: KeepFilter | None = None) -> PickleAnalysis:
+    """Analyse every pickle in ``buf`` (bytes, bytearray or mmap) without executing anything."""
+    return Machine(limits, keep=keep).analyse(buf)
