@@ -41,7 +41,6 @@ from modelshield.pickle.values import (
     Const,
     DictV,
     ItemGetter,
-    Mark,
     MethodCaller,
     Namespace,
     Obj,
@@ -128,6 +127,8 @@ _B64ISH: dict[str, Callable[[bytes], bytes]] = {
     "binascii.a2b_hex": binascii.a2b_hex,
     "builtins.bytes.fromhex": lambda b: bytes.fromhex(b.decode("ascii")),
 }
+
+_RECONSTRUCTORS = {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
 
 _DECOMPRESSORS = {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress"}
 
@@ -280,10 +281,16 @@ class _Run:
             return Namespace(a0.name)
         if name in ("builtins.globals", "builtins.locals"):
             return Unknown("globals()")
-        if name in ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"):
-            if a0 is not None:
-                rest = list(args[1:]) if name == "copyreg.__newobj__" else []
-                return self.instantiate(a0, rest, None, name)
+        if a0 is not None and name in _RECONSTRUCTORS:
+            # copyreg._reconstructor(cls, base, state) / __newobj__(cls, *args) /
+            # __newobj_ex__(cls, args, kwargs) all create an instance of cls.
+            if name == "copyreg.__newobj__":
+                rest = list(args[1:])
+            elif name == "copyreg.__newobj_ex__" and len(args) > 1:
+                rest = _tuple_items(args[1])
+            else:
+                rest = []
+            return self.instantiate(a0, rest, None, name)
         if name in _LOADERS:
             return self.nested(name, _LOADERS[name], a0)
         if name in _B64ISH or name == "codecs.decode":
@@ -313,6 +320,7 @@ class _Run:
         a0 = args[0] if args else None
         if not isinstance(a0, Const):
             return Unknown(f"{name} result")
+        out: object
         raw = a0.as_bytes(self.m.limits.max_decoded)
         if raw is None:
             text = a0.as_str()
@@ -663,10 +671,10 @@ def _op_build(r: _Run, op: Op) -> None:
     keys: list[tuple[str, Value]] = []
     for part in (dict_state, slot_state):
         if isinstance(part, DictV):
-            for k, v in part.items:
-                ks = k.as_str() if isinstance(k, Const) else None
+            for key_v, val in part.items:
+                ks = key_v.as_str() if isinstance(key_v, Const) else None
                 if ks is not None:
-                    keys.append((ks, v))
+                    keys.append((ks, val))
     if isinstance(inst, Ref | Namespace):
         names = ", ".join(k for k, _ in keys[:8]) or render(state, budget=80)
         r.emit(
@@ -689,10 +697,11 @@ def _op_build(r: _Run, op: Op) -> None:
                 + ", ".join(render(v, budget=80) for k, v in keys if k in dunders),
                 via="BUILD on instance",
             )
-    elif isinstance(inst, Const | Seq | DictV) and inst is not None:
+    elif isinstance(inst, Const | Seq | DictV) and not (
+        isinstance(state, Const) and state.value is None
+    ):
         # Builtin values have no __setstate__ and no __dict__: CPython raises.
-        if isinstance(inst, Const):
-            raise _Broken(f"BUILD on a {type(inst.value).__name__} value")
+        raise _Broken(f"BUILD on a value without __dict__: {render(inst, budget=60)}")
 
 
 def _op_global(r: _Run, op: Op) -> None:
@@ -1033,6 +1042,8 @@ class Machine:
         return stream, run.result
 
 
-def analyse(buf: Buffer, *, limits: Limits | None = None, keep: KeepFilter | None = None) -> PickleAnalysis:
+def analyse(
+    buf: Buffer, *, limits: Limits | None = None, keep: KeepFilter | None = None
+) -> PickleAnalysis:
     """Analyse every pickle in ``buf`` (bytes, bytearray or mmap) without executing anything."""
     return Machine(limits, keep=keep).analyse(buf)

@@ -1,0 +1,232 @@
+"""Command line: ``modelshield scan``, ``modelshield rules``, ``modelshield demo``.
+
+Exit codes (stable, documented in the README):
+
+* 0 — clean: every input fully analysed, no finding at or above the threshold;
+* 1 — unsafe: at least one finding at or above the threshold;
+* 2 — usage, configuration or internal error;
+* 3 — incomplete: no finding at or above the threshold, but some input could not be fully
+  analysed (unsupported or unreadable content, a limit reached). Never a clean result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from modelshield import __version__
+from modelshield.config import Config, discover_config, load_config_file
+from modelshield.errors import ModelShieldError
+from modelshield.findings import ScanResult, Severity
+from modelshield.report import FORMATS, render
+from modelshield.rules.catalog import RULES
+from modelshield.scanner import scan
+
+EXIT_CLEAN = 0
+EXIT_UNSAFE = 1
+EXIT_ERROR = 2
+EXIT_INCOMPLETE = 3
+
+DEFAULT_THRESHOLD = Severity.HIGH
+
+
+def exit_code(result: ScanResult, threshold: Severity) -> int:
+    if result.at_or_above(threshold):
+        return EXIT_UNSAFE
+    if not result.complete:
+        return EXIT_INCOMPLETE
+    return EXIT_CLEAN
+
+
+class _Progress:
+    """A one-line progress display on a terminal's stderr for long scans."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if total < 2:
+            return
+        tail = path if len(path) <= 50 else "..." + path[-47:]
+        self.stream.write(f"\r\x1b[2K[{done}/{total}] {tail}")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="modelshield",
+        description="Find code execution in machine-learning model files without running them.",
+        epilog="Exit codes: 0 clean, 1 findings at/above threshold, 2 error, "
+        "3 incomplete analysis (never a clean result).",
+    )
+    p.add_argument("--version", action="version", version=f"modelshield {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("scan", help="scan files and directories", description="Scan model files.")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to scan")
+    s.add_argument("-f", "--format", choices=FORMATS, default="text", help="report format")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE")
+    s.add_argument(
+        "-t",
+        "--threshold",
+        choices=[sv.label for sv in Severity if sv > Severity.INFO],
+        help="lowest severity that fails the scan (default: high, or the config's)",
+    )
+    s.add_argument("-c", "--config", metavar="FILE", help="configuration file to use")
+    s.add_argument("--no-config", action="store_true", help="ignore configuration files")
+    s.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="worker processes (default 0: one per CPU for large trees)",
+    )
+    s.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="in directories, scan only files matching GLOB (repeatable)",
+    )
+    s.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="in directories, skip files matching GLOB (repeatable)",
+    )
+    s.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    sub.add_parser("rules", help="list the rules and what they detect")
+    d = sub.add_parser("demo", help="scan two built-in example files (one benign, one malicious)")
+    d.add_argument("-f", "--format", choices=FORMATS, default="text")
+    return p
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    if args.no_config:
+        cfg = Config()
+    elif args.config:
+        cfg = load_config_file(Path(args.config))
+    else:
+        cfg = discover_config(Path.cwd())
+    if args.include or args.exclude:
+        cfg = replace(
+            cfg,
+            include=cfg.include + tuple(args.include),
+            exclude=cfg.exclude + tuple(args.exclude),
+        )
+    return cfg
+
+
+def _use_color(choice: str, stream: TextIO) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty()
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    if args.jobs < 0:
+        raise ModelShieldError("--jobs must be 0 or more")
+    threshold = (
+        Severity.parse(args.threshold) if args.threshold else cfg.threshold or DEFAULT_THRESHOLD
+    )
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        progress = _Progress(sys.stderr)
+    try:
+        result = scan(args.paths, config=cfg, jobs=args.jobs, progress=progress)
+    finally:
+        if progress:
+            progress.close()
+    out_stream = sys.stdout
+    color = args.format == "text" and not args.output and _use_color(args.color, out_stream)
+    report = render(result, args.format, threshold=threshold, color=color)
+    if args.output:
+        tmp = Path(args.output).with_name(Path(args.output).name + ".tmp")
+        tmp.write_text(report if report.endswith("\n") else report + "\n", encoding="utf-8")
+        os.replace(tmp, args.output)
+        if args.format != "text":
+            summary = render(result, "text", threshold=threshold).rstrip().splitlines()[-1]
+            print(summary, file=sys.stderr)
+    else:
+        out_stream.write(report if report.endswith("\n") else report + "\n")
+    return exit_code(result, threshold)
+
+
+def _cmd_rules() -> int:
+    for rule in RULES.values():
+        cwe = f" CWE-{rule.cwe}" if rule.cwe else ""
+        print(f"{rule.id} {rule.name} [{rule.severity.label}{cwe}]")
+        print(f"    {rule.summary}.")
+        print(f"    {rule.description}")
+    return EXIT_CLEAN
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from modelshield.demo import write_examples
+
+    with tempfile.TemporaryDirectory(prefix="modelshield-demo-") as tmp:
+        benign, malicious = write_examples(Path(tmp))
+        result = scan([benign, malicious])
+        report = render(
+            result,
+            args.format,
+            threshold=DEFAULT_THRESHOLD,
+            color=args.format == "text" and _use_color("auto", sys.stdout),
+        )
+        print(report.replace(tmp + os.sep, ""))
+    flagged = {f.location.path for f in result.at_or_above(DEFAULT_THRESHOLD)}
+    ok = str(malicious) in flagged and str(benign) not in flagged and result.complete
+    print(
+        "demo: the malicious example was flagged and the benign one passed"
+        if ok
+        else "demo: UNEXPECTED RESULT - please report this",
+        file=sys.stderr,
+    )
+    return EXIT_CLEAN if ok else EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "scan":
+            return _cmd_scan(args)
+        if args.command == "rules":
+            return _cmd_rules()
+        if args.command == "demo":
+            return _cmd_demo(args)
+        parser.print_help()
+        return EXIT_ERROR
+    except ModelShieldError as exc:
+        print(f"modelshield: error: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("modelshield: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: exit 2, never a clean-looking result
+        print(f"modelshield: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
