@@ -128,6 +128,7 @@ _B64ISH: dict[str, Callable[[bytes], bytes]] = {
     "builtins.bytes.fromhex": lambda b: bytes.fromhex(b.decode("ascii")),
 }
 
+_OBJECT = "builtins.object"
 _RECONSTRUCTORS = {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
 
 _DECOMPRESSORS = {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress"}
@@ -211,7 +212,15 @@ class _Run:
         return _namespace_of(dotted) or Ref(dotted)
 
     # ------------------------------------------------------------------ calls
-    def call(self, func: Value, args: list[Value], kwargs: DictV | None, via: str | None) -> Value:
+    def call(
+        self,
+        func: Value,
+        args: list[Value],
+        kwargs: DictV | None,
+        via: str | None,
+        *,
+        new_only: bool = False,
+    ) -> Value:
         """Record a call of ``func`` and return a symbolic result."""
         if isinstance(func, Partial):
             via2 = "functools.partial" if via is None else f"{via} -> functools.partial"
@@ -239,12 +248,12 @@ class _Run:
             return Obj(None, render_call(desc, args, kwargs))
         name = func.name
         evidence = render_call(name, args, kwargs)
-        self.emit(EventKind.CALL, name=name, evidence=evidence, via=via)
+        self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
         return self.emulate(name, args, kwargs, evidence)
 
     def instantiate(self, cls: Value, args: list[Value], kwargs: DictV | None, via: str) -> Value:
         """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg): recorded as a call of the class."""
-        return self.call(cls, args, kwargs, via)
+        return self.call(cls, args, kwargs, via, new_only=True)
 
     def emulate(self, name: str, args: list[Value], kwargs: DictV | None, evidence: str) -> Value:
         """Compute the result of the few pure functions needed to see through indirection."""
@@ -290,6 +299,11 @@ class _Run:
                 rest = _tuple_items(args[1])
             else:
                 rest = []
+                base = args[1] if len(args) > 1 else None
+                if base is not None and not (isinstance(base, Ref) and base.name == _OBJECT):
+                    # base.__new__(cls, state) and base.__init__(obj, state) run.
+                    state = args[2:3] or [Const(None)]
+                    self.call(base, state, None, "copyreg._reconstructor (base class)")
             return self.instantiate(a0, rest, None, name)
         if name in _LOADERS:
             return self.nested(name, _LOADERS[name], a0)

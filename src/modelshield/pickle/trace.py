@@ -41,6 +41,9 @@ class Event:
     nested: PickleAnalysis | None = None
     payload_kind: str | None = None
     """For NESTED: ``pickle``, ``marshal`` (code objects, never decoded) or ``unknown``."""
+    new_only: bool = False
+    """For CALL: the class is instantiated with ``cls.__new__`` only (NEWOBJ,
+    ``copyreg._reconstructor``); its ``__init__`` is not called."""
 
 
 class LimitKind(enum.Enum):

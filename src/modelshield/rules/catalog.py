@@ -152,6 +152,18 @@ _RULES = (
         "partially covered.",
     ),
     Rule(
+        "MS113",
+        "unallowed-class",
+        Severity.MEDIUM,
+        Confidence.LOW,
+        502,
+        "Object of a class outside the allowlist restored",
+        "The pickle creates an instance of a class that is not on the allowlist without calling "
+        "its constructor (NEWOBJ, copyreg._reconstructor), as pickles of ordinary user classes "
+        "do. Nothing is called on load beyond the class's __new__, but the class's __setstate__ "
+        "or __del__ may run code. Allow the class in the configuration if you trust it.",
+    ),
+    Rule(
         "MS112",
         "analyser-error",
         Severity.HIGH,

@@ -65,7 +65,7 @@ def _call_finding(ev: Event, policy: Policy, where: Where, context: str) -> Find
     cls = policy.classify(ev.name)
     if cls.verdict is Verdict.ALLOWED:
         return None
-    verb = "instantiates" if ev.via and ("NEWOBJ" in ev.via or "copyreg" in ev.via) else "calls"
+    verb = "instantiates" if ev.new_only else "calls"
     how = f" via {ev.via}" if ev.via and verb == "calls" else ""
     if cls.verdict is Verdict.DANGEROUS:
         entry = cls.entry
@@ -78,6 +78,14 @@ def _call_finding(ev: Event, policy: Policy, where: Where, context: str) -> Find
             severity=entry.severity,
             reason=entry.reason + (f" [{entry.source}]" if entry.source else ""),
             cwe=entry.cwe,
+        )
+    if verb == "instantiates":
+        return _finding(
+            "MS113",
+            f"{context}restores an object of class {ev.name} (via {ev.via}), which is not on "
+            "the allowlist",
+            where,
+            ev,
         )
     return _finding(
         "MS102",
