@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelshield.config import Config
+from modelshield.errors import InputError
 from modelshield.findings import (
     Coverage,
     CoverageStatus,
@@ -235,7 +236,10 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 def collect(
     inputs: Sequence[str | os.PathLike[str]], config: Config
 ) -> tuple[list[FileTask], list[Coverage], list[ScanError]]:
-    """Expand inputs into files to scan, plus coverage for what is skipped and errors."""
+    """Expand inputs into files to scan, plus coverage for what is skipped and errors.
+
+    Raises :class:`InputError` when an input given explicitly does not exist.
+    """
     tasks: list[FileTask] = []
     skipped: list[Coverage] = []
     errors: list[ScanError] = []
@@ -250,7 +254,7 @@ def collect(
                     Coverage(shown, CoverageStatus.SKIPPED, "symlink", reason="broken symlink")
                 )
             else:
-                errors.append(ScanError(shown, "no such file or directory"))
+                raise InputError(f"{shown}: no such file or directory") from None
             continue
         except OSError as exc:
             errors.append(ScanError(shown, f"cannot access: {exc.strerror or exc}"))
@@ -393,7 +397,8 @@ def scan(
 
     ``jobs``: worker processes (0 = one per CPU for large trees). ``config`` defaults to no
     configuration (the CLI discovers ``.modelshield.toml``/``pyproject.toml``; the API does not).
-    A user ``policy`` is only used in-process (``jobs=1``).
+    A user ``policy`` is only used in-process (``jobs=1``). Raises :class:`InputError` when
+    an input does not exist; problems inside directories are reported in the result instead.
     """
     started = time.perf_counter()
     inputs: list[str | os.PathLike[str]] = (

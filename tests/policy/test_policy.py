@@ -104,6 +104,7 @@ def test_code_execution_and_process_entries_are_serious(policy: Policy) -> None:
 # Classification
 
 BENIGN = [
+    "functools.partial",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
     "torch._tensor._rebuild_from_type_v2",
@@ -213,7 +214,6 @@ MALICIOUS = [
     "pathlib.PosixPath.unlink",
     "_operator.attrgetter",
     "operator.methodcaller",
-    "functools.partial",
     "_functools.reduce",
     "types.CodeType",
     "types.FunctionType",

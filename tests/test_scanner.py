@@ -1,0 +1,183 @@
+"""The scanner: content sniffing, coverage, directories, symlinks, configuration, jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+import modelshield
+from modelshield import Config, CoverageStatus, InputError, Severity, scan, scan_bytes
+from modelshield.config import Baseline
+from modelshield.demo import MALICIOUS
+from modelshield.pickle import Limits
+
+
+def cov(result: modelshield.ScanResult, name: str) -> modelshield.Coverage:
+    return next(c for c in result.coverage if c.path.endswith(name))
+
+
+def test_format_is_sniffed_by_content_not_extension(tmp_path: Path) -> None:
+    for name in ("weights.safetensors", "README.md", "noext", "model.onnx"):
+        (tmp_path / name).write_bytes(MALICIOUS)
+    result = scan(tmp_path)
+    assert len({f.location.path for f in result.at_or_above(Severity.CRITICAL)}) == 4
+    assert all(c.format == "pickle" for c in result.coverage)
+
+
+def test_text_and_binary_data_are_recognised_as_data(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"architectures": ["Bert"], "vocab_size": 30522}')
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\ncat\n")
+    (tmp_path / "weights.raw").write_bytes(bytes([0xFF, 0x00, 0x12]) * 1000)
+    result = scan(tmp_path)
+    assert result.is_clean()
+    assert not result.findings
+    assert cov(result, "config.json").format == "text"
+    assert cov(result, "weights.raw").format == "binary-data"
+    assert "rejects it at byte 0" in (cov(result, "weights.raw").reason or "")
+
+
+def test_text_that_starts_like_a_global_opcode_stays_text(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("config\nsettings for the model\nmore text\n")
+    result = scan(tmp_path / "notes.txt")
+    assert cov(result, "notes.txt").format == "text"
+    assert result.is_clean()
+
+
+def test_protocol0_pickle_is_found_without_proto_opcode() -> None:
+    data = pickle.dumps({"a": 1}, protocol=0)
+    result = scan_bytes(data)
+    assert result.coverage[0].format == "pickle"
+    assert result.is_clean()
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.pkl").write_bytes(b"")
+    result = scan(tmp_path / "empty.pkl")
+    assert result.is_clean()
+    assert result.coverage[0].format == "empty"
+
+
+def test_unsupported_container_is_inconclusive(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04" + bytes(100))
+    result = scan(tmp_path)
+    assert not result.complete
+    assert cov(result, "model.pt").status is CoverageStatus.INCONCLUSIVE
+    assert not result.is_clean()
+
+
+def test_missing_input_raises() -> None:
+    with pytest.raises(InputError):
+        scan("/nonexistent/model.pkl")
+
+
+def test_directory_walk_is_sorted_and_relative(tmp_path: Path) -> None:
+    sub = tmp_path / "b" / "c"
+    sub.mkdir(parents=True)
+    (sub / "x.pkl").write_bytes(pickle.dumps([1]))
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps([2]))
+    result = scan(str(tmp_path))
+    assert [c.path for c in result.coverage] == [f"{tmp_path}/a.pkl", f"{tmp_path}/b/c/x.pkl"]
+
+
+def test_symlink_out_of_tree_is_followed_and_said(tmp_path: Path) -> None:
+    outside = tmp_path / "blobs"
+    outside.mkdir()
+    (outside / "abc123").write_bytes(MALICIOUS)
+    tree = tmp_path / "snapshot"
+    tree.mkdir()
+    os.symlink(outside / "abc123", tree / "pytorch_model.bin")
+    os.symlink(outside, tree / "linked_dir")
+    os.symlink(tmp_path / "missing", tree / "broken.bin")
+    result = scan(tree)
+    c = cov(result, "pytorch_model.bin")
+    assert "outside the scanned tree" in (c.reason or "")
+    assert result.at_or_above(Severity.CRITICAL)
+    d = cov(result, "linked_dir")
+    assert d.status is CoverageStatus.SKIPPED and "not followed" in (d.reason or "")
+    assert cov(result, "broken.bin").reason == "broken symlink"
+
+
+def test_unreadable_file_is_an_error_not_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshield import scanner
+
+    f = tmp_path / "locked.pkl"
+    f.write_bytes(pickle.dumps(1))
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(scanner, "open", denied, raising=False)
+    result = scan(tmp_path)
+    assert result.errors and "Permission denied" in result.errors[0].message
+    assert result.coverage[0].status is CoverageStatus.INCONCLUSIVE
+    assert not result.complete
+
+
+def test_ignore_and_baseline_suppress_but_keep_record(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(MALICIOUS)
+    result = scan(bad, config=Config(ignore=frozenset({"MS101"})))
+    assert not result.findings and result.suppressed
+    digest = hashlib.sha256(MALICIOUS).hexdigest()
+    base = Config(baselines=(Baseline(digest, "reviewed", frozenset({"MS101"})),))
+    result = scan(bad, config=base)
+    assert not result.findings and len(result.suppressed) == 1
+    assert result.coverage[0].sha256 == digest
+    other = Config(baselines=(Baseline("0" * 64, "other file"),))
+    assert scan(bad, config=other).findings
+
+
+def test_parallel_jobs_give_the_same_result(tmp_path: Path) -> None:
+    for i in range(20):
+        (tmp_path / f"f{i:02}.pkl").write_bytes(MALICIOUS if i % 5 == 0 else pickle.dumps(i))
+    serial = scan(tmp_path, jobs=1)
+    parallel = scan(tmp_path, jobs=2)
+    assert serial.findings == parallel.findings
+    assert serial.coverage == parallel.coverage
+
+
+def test_progress_callback(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.pkl").write_bytes(pickle.dumps(i))
+    seen: list[tuple[int, int]] = []
+    scan(tmp_path, progress=lambda done, total, path: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_limit_makes_coverage_partial() -> None:
+    data = pickle.dumps(list(range(5000)), protocol=0)
+    result = scan_bytes(data)
+    assert result.complete
+    from modelshield.scanner import Analyzer, FileTask
+
+    out = Analyzer(Config(), Limits(max_opcodes=100)).scan_file(FileTask("x", "x"), data)
+    assert out.coverage[0].status is CoverageStatus.PARTIAL
+    assert any(f.rule_id == "MS111" for f in out.findings)
+
+
+def test_analyser_crash_becomes_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelshield import scanner
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(scanner, "pickle_findings", boom)
+    result = scan_bytes(MALICIOUS)
+    assert result.findings[0].rule_id == "MS112"
+    assert result.coverage[0].status is CoverageStatus.INCONCLUSIVE
+    assert not result.is_clean()
+
+
+def test_bytes_read_stays_small_for_big_trailing_data(tmp_path: Path) -> None:
+    big = tmp_path / "big.pkl"
+    with big.open("wb") as fh:
+        fh.write(pickle.dumps({"a": 1}, protocol=4))
+        fh.truncate(50 << 20)
+    result = scan(big)
+    assert result.bytes_read < 1 << 20
