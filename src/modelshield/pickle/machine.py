@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from modelshield.pickle.names import canonical, fix_import, is_identifier_path
 from modelshield.pickle.opcodes import (
     HIGHEST_PROTOCOL,
+    OPCODES,
     Buffer,
     Decoder,
     Op,
@@ -398,18 +399,22 @@ class _Run:
     def run(self) -> None:
         m = self.m
         lim = m.limits
-        dispatch = _DISPATCH
+        handlers = _HANDLERS
+        next_op = self.dec.next_op
+        max_ops = lim.max_opcodes
+        stop = _op_stop
         while True:
-            op = self.dec.next_op()
+            op = next_op()
             self.op = op
-            if self.index >= lim.max_opcodes:
+            index = self.index
+            if index >= max_ops:
                 raise _Limit(LimitKind.OPCODES)
-            if (self.index & 0xFFFF) == 0 and time.monotonic() > m.deadline:
+            if (index & 0xFFFF) == 0 and time.monotonic() > m.deadline:
                 raise _Limit(LimitKind.TIME)
-            handler = dispatch[op.spec.name]
+            handler = handlers[op.spec.code]
             handler(self, op)
-            self.index += 1
-            if op.spec.name == "STOP":
+            self.index = index + 1
+            if handler is stop:
                 return
 
     def bytes_value(self, view: memoryview, lazy: str) -> Const:
@@ -960,6 +965,11 @@ _DISPATCH: dict[str, Handler] = {
     "NEXT_BUFFER": _op_next_buffer,
     "READONLY_BUFFER": _op_readonly_buffer,
 }
+
+
+_HANDLERS: list[Handler] = [
+    _DISPATCH.get(OPCODES[c].name, _op_stop) if c in OPCODES else _op_stop for c in range(256)
+]
 
 
 class Machine:

@@ -135,19 +135,37 @@ class PickleFormatError(Exception):
         self.truncated = truncated
 
 
-@dataclass(frozen=True, slots=True)
 class Op:
-    """One decoded opcode."""
+    """One decoded opcode.
 
-    spec: OpSpec
-    arg: object
-    """int, float, str, ``memoryview`` (bytes arguments), or ``(module, name)`` for GLOBAL/INST."""
-    pos: int
-    """Byte offset of the opcode within the buffer."""
+    ``arg`` is an int, float, str, ``memoryview`` (bytes arguments), ``bytes`` (line
+    arguments) or ``(module, name)`` for GLOBAL/INST; ``pos`` is the byte offset of the opcode.
+    A plain slotted class: it is created once per opcode on the hot path.
+    """
+
+    __slots__ = ("arg", "pos", "spec")
+
+    def __init__(self, spec: OpSpec, arg: object, pos: int) -> None:
+        self.spec = spec
+        self.arg = arg
+        self.pos = pos
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"Op({self.spec.name}, {self.arg!r}, pos={self.pos})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Op):
+            return NotImplemented
+        return (self.spec, self.arg, self.pos) == (other.spec, other.arg, other.pos)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_BY_CODE: list[OpSpec | None] = [OPCODES.get(i) for i in range(256)]
 
 
 _I4 = struct.Struct("<i")
@@ -213,18 +231,24 @@ class Decoder:
 
     def next_op(self) -> Op:
         op_pos = self.pos
-        if self.pos >= self.end:
+        if op_pos >= self.end:
             raise PickleFormatError(op_pos, "pickle data was truncated", truncated=True)
-        code = self.data[self.pos]
-        spec = OPCODES.get(code)
+        data = self.data
+        code = data[op_pos]
+        spec = _BY_CODE[code]
         if spec is None:
             raise PickleFormatError(op_pos, f"invalid load key {bytes([code])!r}")
-        self.pos += 1
         kind = spec.arg
-        arg: object
+        # Fast paths for the opcodes that make up most of real pickles.
         if kind is ArgKind.NONE:
-            arg = None
-        elif kind is ArgKind.U1:
+            self.pos = op_pos + 1
+            return Op(spec, None, op_pos)
+        if kind is ArgKind.U1 and op_pos + 2 <= self.end:
+            self.pos = op_pos + 2
+            return Op(spec, data[op_pos + 1], op_pos)
+        self.pos = op_pos + 1
+        arg: object
+        if kind is ArgKind.U1:
             arg = self._take(1, op_pos)[0]
         elif kind is ArgKind.U2:
             arg = _U2.unpack(self._take(2, op_pos))[0]
