@@ -185,29 +185,9 @@ def test_sklearn_pickle_is_clean(estimators: dict[str, Any], name: str, protocol
 
 # joblib writes numpy array bytes raw, inline in the pickle stream, right after the BUILD of each
 # joblib.numpy_pickle.NumpyArrayWrapper (NumpyUnpickler reads them from the file during BUILD).
-# Object-dtype arrays are written inline as a nested pickle. The scanner currently parses those
-# bytes as opcodes: engine bug reported with this suite.
-_JOBLIB_INLINE_ARRAYS = pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG: joblib's inline array data (after NumpyArrayWrapper BUILD) is parsed as "
-    "pickle opcodes -> MS100 medium (and the rest of the file is not analysed)",
-)
-_JOBLIB_OBJECT_ARRAYS = pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG (false positive HIGH): joblib's inline object-array pickle after "
-    "NumpyArrayWrapper is parsed as opcodes -> MS103 dynamic import/call + MS110",
-)
-_JOBLIB_XFAIL = {
-    name: _JOBLIB_INLINE_ARRAYS
-    for name in ESTIMATORS
-    if name not in ("CountVectorizer", "ColumnTransformer")
-}
-_JOBLIB_XFAIL["ColumnTransformer"] = _JOBLIB_OBJECT_ARRAYS
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_JOBLIB_XFAIL.get(n, ())) for n in ESTIMATORS]
-)
+# Object-dtype arrays are written inline as a nested pickle. The scanner steps over the raw
+# bytes and analyses the nested pickles.
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_sklearn_joblib_uncompressed_is_clean(
     estimators: dict[str, Any], name: str, tmp_path: Path
 ) -> None:
@@ -243,11 +223,6 @@ def test_dill_plain_data_is_clean(case: str) -> None:
     assert_clean(modelshield.scan_bytes(data, f"{case}.dill"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FALSE POSITIVE (CRITICAL): dill pickles ndarrays as dill._dill._create_array("
-    "numpy...._reconstruct, ...), which matches the dangerous dill.* entry (MS101)",
-)
 def test_dill_numpy_array_is_clean() -> None:
     dill = pytest.importorskip("dill")
     data = dill.dumps(np.arange(4, dtype=np.float32))

@@ -272,12 +272,6 @@ def test_load_all_reads_every_pickle() -> None:
     assert pickle.load(io.BytesIO(data)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG (false negative): in an uncompressed joblib file the raw bytes of a numpy "
-    "array follow the NumpyArrayWrapper BUILD inline; the scanner parses them as opcodes, stops "
-    "with MS100 (medium) and never sees the os.system call after the array: scan is 'clean'",
-)
 def test_joblib_payload_after_an_inline_numpy_array(tmp_path: Path) -> None:
     joblib = pytest.importorskip("joblib")
     np = pytest.importorskip("numpy")

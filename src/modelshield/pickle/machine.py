@@ -19,6 +19,7 @@ import binascii
 import bz2
 import codecs
 import lzma
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -306,6 +307,10 @@ class _Run:
                     state = args[2:3] or [Const(None)]
                     self.call(base, state, None, "copyreg._reconstructor (base class)")
             return self.instantiate(a0, rest, None, name)
+        if name == "dill._dill._create_array" and a0 is not None:
+            # _create_array(f, args, state, npdict): array = f(*args); array.__setstate__(state)
+            inner = _tuple_items(args[1]) if len(args) > 1 else []
+            return self.call(a0, inner, None, "dill._dill._create_array")
         if name in _LOADERS:
             return self.nested(name, _LOADERS[name], a0)
         if name in _B64ISH or name == "codecs.decode":
@@ -329,7 +334,7 @@ class _Run:
                 return Const(raw)
         if name == "builtins.eval" and s0 is not None:
             return Obj(None, evidence)
-        return Obj(name, evidence)
+        return Obj(name, evidence, args=args[:4])
 
     def decode(self, name: str, args: list[Value]) -> Value:
         a0 = args[0] if args else None
@@ -523,7 +528,7 @@ def _op_int(r: _Run, op: Op) -> None:
 def _line_int(op: Op) -> int:
     assert isinstance(op.arg, bytes)
     try:
-        return parse_line_int(op.arg, op.pos)
+        return parse_line_int(op.arg, op.pos, op.spec.name)
     except PickleFormatError as exc:
         raise _Broken(exc.message) from None
 
@@ -704,10 +709,14 @@ def _op_build(r: _Run, op: Op) -> None:
         )
         return
     if isinstance(inst, Obj):
+        if not isinstance(state, DictV):
+            inst.state = state
         dunders = [k for k, _ in keys if is_dunder_name(k)]
         for k, v in keys:
             if len(inst.attrs) < 64 or k in inst.attrs:
                 inst.attrs[k] = v
+        if inst.target in _JOBLIB_WRAPPERS and r.m.joblib:
+            _joblib_inline_array(r, inst)
         if dunders:
             r.emit(
                 EventKind.MUTATION,
@@ -721,6 +730,73 @@ def _op_build(r: _Run, op: Op) -> None:
     ):
         # Builtin values have no __setstate__ and no __dict__: CPython raises.
         raise _Broken(f"BUILD on a value without __dict__: {render(inst, budget=60)}")
+
+
+_JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper"}
+_DTYPE_RE = re.compile(r"^[<>=|]?([a-zA-Z])(\d*)$")
+_HASOBJECT_FLAG = 0x01  # NPY_ITEM_REFCOUNT in a dtype's pickled flags
+
+
+def _dtype_layout(dtype: Value) -> tuple[int, bool] | None:
+    """(itemsize, has_object) of a symbolic ``numpy.dtype(...)`` object, if it can be known."""
+    if not (isinstance(dtype, Obj) and dtype.target == "numpy.dtype" and dtype.args):
+        return None
+    spec = dtype.args[0].as_str() if isinstance(dtype.args[0], Const) else None
+    match = _DTYPE_RE.match(spec or "")
+    if match is None:
+        return None
+    kind, digits = match.group(1), match.group(2)
+    size = int(digits) if digits else 0
+    if kind == "U":
+        size *= 4
+    flags = 0
+    st = dtype.state
+    if isinstance(st, Seq) and st.total >= 8 and isinstance(st.items[7], Const):
+        flag_value = st.items[7].value
+        flags = flag_value if isinstance(flag_value, int) else 0
+    return size, kind == "O" or bool(flags & _HASOBJECT_FLAG)
+
+
+def _joblib_inline_array(r: _Run, wrapper: Obj) -> None:
+    """What ``joblib.load`` does after BUILD of a NumpyArrayWrapper: read the array in place.
+
+    joblib writes the raw bytes of each array straight into the stream after the wrapper's
+    BUILD (after a padding-length byte and padding when ``numpy_array_alignment_bytes`` is
+    set); arrays of Python objects are written as a separate pickle at that point instead.
+    The raw bytes are stepped over as data; an embedded pickle is analysed.
+    """
+    layout = _dtype_layout(wrapper.attrs.get("dtype", Unknown("dtype")))
+    shape = wrapper.attrs.get("shape")
+    if layout is None or not isinstance(shape, Seq) or shape.total != len(shape.items):
+        raise _Broken("joblib NumpyArrayWrapper with a dtype or shape that cannot be read")
+    count = 1
+    for dim in shape.items:
+        if not (isinstance(dim, Const) and isinstance(dim.value, int) and dim.value >= 0):
+            raise _Broken("joblib NumpyArrayWrapper with an invalid shape")
+        count *= dim.value
+    itemsize, has_object = layout
+    dec = r.dec
+    start = dec.pos
+    if has_object:
+        sub = _Run(r.m, dec.buf, dec.pos, r.depth)
+        sub.dec.end = dec.end
+        try:
+            sub.run()
+        finally:
+            r.events.extend(sub.events)
+            r.dropped += sub.dropped
+        dec.pos = sub.dec.pos
+        r.m.joblib_regions.append((start, dec.pos, "object array pickle"))
+        return
+    align = wrapper.attrs.get("numpy_array_alignment_bytes")
+    if align is not None and not (isinstance(align, Const) and align.value is None):
+        if dec.pos >= dec.end:
+            raise _Broken("joblib array padding is truncated")
+        dec.pos += 1 + dec.data[dec.pos]
+    dec.pos += count * itemsize
+    if dec.pos > dec.end:
+        raise _Broken("joblib array data is truncated")
+    r.m.joblib_regions.append((start, dec.pos, "raw array data"))
 
 
 def _op_global(r: _Run, op: Op) -> None:
@@ -981,11 +1057,14 @@ class Machine:
         *,
         keep: KeepFilter | None = None,
         deadline: float | None = None,
+        joblib: bool = True,
     ) -> None:
         self.limits = limits or Limits()
         self.keep = keep
         self.deadline = deadline if deadline is not None else 0.0
         self.base = 0
+        self.joblib = joblib
+        self.joblib_regions: list[tuple[int, int, str]] = []
 
     def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
         """Analyse every pickle in ``buf[start:end]``; offsets in events are relative to start."""
@@ -998,6 +1077,7 @@ class Machine:
             self.deadline = time.monotonic() + self.limits.max_seconds
         view_len = len(memoryview(buf)) if end is None else end
         self.base = start
+        self.joblib_regions = []
         streams: list[Stream] = []
         first_result: Value | None = None
         pos = start
@@ -1023,11 +1103,19 @@ class Machine:
             if not stream.complete:
                 break
             pos = start + stream.end
+        regions = tuple((a - start, b - start, what) for a, b, what in self.joblib_regions)
+        alternate = None
+        if regions:
+            # A plain pickle.load reads the same file differently: array bytes become opcodes.
+            plain = Machine(self.limits, keep=self.keep, deadline=self.deadline, joblib=False)
+            alternate = plain.analyse(buf, start=start, end=end)
         analysis = PickleAnalysis(
             streams=tuple(streams),
             size=view_len - start,
             trailing_start=trailing_start,
             trailing_events=trailing_events,
+            data_regions=regions,
+            alternate=alternate,
         )
         return analysis, first_result
 

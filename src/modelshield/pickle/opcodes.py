@@ -175,14 +175,6 @@ _U8 = struct.Struct("<Q")
 _F8 = struct.Struct(">d")
 
 
-def _parse_int(text: bytes, pos: int) -> int:
-    # CPython parses INT/LONG/GET/PUT lines with base 0 (so "0x10" is 16).
-    try:
-        return int(text.decode("ascii"), 0)
-    except (ValueError, UnicodeDecodeError):
-        raise PickleFormatError(pos, f"invalid integer literal {bytes(text[:40])!r}") from None
-
-
 def decode_stringnl(raw: bytes, pos: int) -> bytes:
     """Decode the argument of protocol-0 STRING: quoted and backslash-escaped."""
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in b"'\"":
@@ -322,8 +314,47 @@ def iter_ops(data: Buffer, start: int = 0) -> Iterator[Op]:
             return
 
 
-def parse_line_int(raw: bytes, pos: int) -> int:
-    """Parse the decimal argument of INT/LONG/GET/PUT as CPython does."""
-    if raw.endswith(b"L"):
-        raw = raw[:-1]
-    return _parse_int(raw, pos)
+def parse_line_int(raw: bytes, pos: int, opcode: str = "LONG") -> int:
+    """Parse the decimal argument of INT/LONG/GET/PUT exactly as CPython's ``_pickle`` does.
+
+    INT uses C ``strtol`` with base 0 (``"010"`` is 8, ``"0x10"`` is 16), falling back to
+    ``int(text, 0)`` on overflow; LONG drops a trailing ``L`` and uses base 0; GET/PUT use
+    base 10 (``"010"`` is 10).
+    """
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise PickleFormatError(pos, f"invalid integer literal {raw[:40]!r}") from None
+    try:
+        if opcode in ("GET", "PUT"):
+            return int(text, 10)
+        if opcode == "INT":
+            c_value = _strtol0(text)
+            if c_value is not None:
+                return c_value
+        elif text.endswith("L"):
+            text = text[:-1]
+        return int(text, 0)
+    except ValueError:
+        raise PickleFormatError(pos, f"invalid integer literal {raw[:40]!r}") from None
+
+
+def _strtol0(text: str) -> int | None:
+    """C ``strtol(text, &end, 0)`` that must consume the whole text; None when it would not."""
+    body = text.lstrip(" \t\r\f\v")
+    sign = 1
+    if body[:1] in ("+", "-"):
+        sign = -1 if body[0] == "-" else 1
+        body = body[1:]
+    if body[:2].lower() == "0x":
+        digits, base = body[2:], 16
+    elif body[:1] == "0" and len(body) > 1:
+        digits, base = body[1:], 8
+    else:
+        digits, base = body, 10
+    if not digits or not all(
+        c in "0123456789abcdefABCDEF"[: base + (base > 10) * 6] for c in digits
+    ):
+        return None
+    value = sign * int(digits, base)
+    return value if -(1 << 63) <= value < (1 << 63) else None

@@ -90,6 +90,11 @@ class PickleAnalysis:
     """Offset of bytes after the last stream that are not a pickle, if any."""
     trailing_events: tuple[Event, ...] = field(default=())
     """Resolved calls seen in trailing bytes that do not form a complete pickle."""
+    data_regions: tuple[tuple[int, int, str], ...] = field(default=())
+    """Spans ``(start, end, what)`` that joblib.load reads itself (inline numpy arrays)."""
+    alternate: PickleAnalysis | None = None
+    """The same bytes as a plain ``pickle.load`` reads them, when that differs (joblib files:
+    inline array bytes are then read as opcodes)."""
 
     @property
     def limit(self) -> LimitKind | None:

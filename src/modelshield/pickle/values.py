@@ -94,6 +94,10 @@ class Obj(Value):
     target: str | None
     desc: str
     attrs: dict[str, Value] = field(default_factory=dict)
+    args: list[Value] = field(default_factory=list)
+    """The first few call arguments (to interpret e.g. ``numpy.dtype('f8')``)."""
+    state: Value | None = None
+    """The last non-dict state given to BUILD (e.g. a dtype's byte order and flags)."""
 
 
 @dataclass(eq=False, slots=True)

@@ -103,6 +103,18 @@ def pickle_findings(
     for idx, stream in enumerate(analysis.streams):
         ctx = context if len(analysis.streams) == 1 else f"{context}pickle #{idx + 1} "
         out.extend(_stream_findings(stream, policy, where, ctx, first=idx == 0))
+    if analysis.alternate is not None and analysis.data_regions:
+        first_data = analysis.data_regions[0][0]
+        ctx = f"{context}if read with pickle.load instead of joblib.load, the file "
+        for stream in analysis.alternate.streams:
+            for ev in stream.events:
+                # Only resolved targets: in this reading joblib's own bytes leave computed
+                # values on the stack that CPython would reject, not run.
+                if ev.pos < first_data or ev.name is None or ev.kind is EventKind.IMPORT:
+                    continue
+                f = _event_finding(ev, policy, where, ctx)
+                if f is not None:
+                    out.append(f)
     if analysis.trailing_start is not None:
         size = analysis.size - analysis.trailing_start
         out.append(
