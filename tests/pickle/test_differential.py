@@ -594,33 +594,9 @@ def _matches(ref: Record, eng: Record) -> bool:
     return ref[1] == eng[1] or eng[1] == "*"
 
 
-# Engine bugs found by this file (each has a strict xfail test below). Inputs that hit one are
-# left out of the broad mutation tests so that those keep guarding everything else; once a bug
-# is fixed its pattern stops matching (the engine no longer fails that way) and the strict xfail
-# test turns red as a reminder to delete the entry.
-_KNOWN_BUG_ERRORS = (
-    re.compile(r"invalid integer literal b'[^']*\\x00"),  # C stops reading a number at NUL
-    re.compile(r"could not convert string to float: b'[^']*\\x00"),
-    re.compile(r"cannot append to "),  # empty APPENDS is a no-op; bytearray has append
-    re.compile(r"object does not support item assignment"),  # empty SETITEMS; list[i] = v
-    re.compile(r"BUILD on a value without __dict__"),  # BUILD (None, {}) on an int
-)
-
-
-def _known_engine_bug(data: bytes) -> bool:
-    try:
-        analysis = Machine().analyse(data)
-    except UnicodeDecodeError:
-        return True  # invalid UTF-8 in BINUNICODE & co. escapes analyse()
-    err = analysis.streams[0].error if analysis.streams else None
-    return err is not None and any(p.match(err) for p in _KNOWN_BUG_ERRORS)
-
-
-def check_never_misses(data: bytes, label: str, *, mask_known: bool = True) -> None:
+def check_never_misses(data: bytes, label: str) -> None:
     """Everything CPython's loader imported/called before it raised was recorded, in order."""
     if not _safe_for_cpython(data):
-        return
-    if mask_known and _known_engine_bug(data):
         return
     expected, exc = reference(data)
     actual, analysis = _analyse(data)
@@ -710,7 +686,7 @@ def test_numbers_are_parsed_like_cpython(data: bytes) -> None:
     # Fixed engine bug: INT follows strtol (base 0, '010' is 8), GET/PUT are base 10.
     expected, exc = reference(data)
     assert exc is None and ("call", "os.system") in expected
-    check_never_misses(data, "numbers", mask_known=False)
+    check_never_misses(data, "numbers")
 
 
 @pytest.mark.parametrize(
@@ -733,11 +709,12 @@ def test_numbers_are_parsed_like_cpython(data: bytes) -> None:
         pytest.param(b"K\x01(N}tb0" + _PAYLOAD, id="BUILD-None-and-empty-slots-on-int"),
     ],
 )
-@pytest.mark.xfail(strict=True, reason="engine bug: stops where CPython goes on, misses os.system")
-def test_engine_bug_stops_early(data: bytes) -> None:
+def test_engine_goes_on_where_cpython_does(data: bytes) -> None:
+    # Fixed engine bugs: each prefix is accepted by CPython and used to stop the engine early,
+    # hiding the os.system call after it.
     expected, exc = reference(data)
     assert exc is None and ("call", "os.system") in expected  # the loader really calls it
-    check_never_misses(data, "bug", mask_known=False)
+    check_never_misses(data, "bug")
 
 
 @pytest.mark.parametrize(
@@ -749,20 +726,16 @@ def test_engine_bug_stops_early(data: bytes) -> None:
         pytest.param(b"\x8c\x02\xed\xa0.", id="SHORT_BINUNICODE-truncated-surrogate"),
     ],
 )
-@pytest.mark.xfail(strict=True, reason="engine bug: UnicodeDecodeError escapes analyse()")
-def test_engine_bug_invalid_utf8_crashes(data: bytes) -> None:
+def test_invalid_utf8_is_a_broken_stream_not_a_crash(data: bytes) -> None:
     assert reference(data)[1] is not None  # CPython: UnicodeDecodeError, a broken stream
     analysis = Machine().analyse(data)
     assert analysis.streams[0].error is not None
     assert analysis.streams[0].error_pos == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: BUILD state of a functools.partial replaces its function"
-)
-def test_engine_bug_partial_setstate_replaces_the_function() -> None:
+def test_partial_setstate_replaces_the_function() -> None:
     # partial(print) whose BUILD state is (os.system, ('id',), {}, None): calling it runs
-    # os.system('id'); the engine attributes the call to builtins.print.
+    # os.system('id'); the engine used to attribute the call to builtins.print.
     data = b'\x80\x04cfunctools\npartial\ncbuiltins\nprint\n\x85R(cos\nsystem\n(S"id"\nt}Ntb)R.'
     expected, exc = reference(data)
     assert exc is None

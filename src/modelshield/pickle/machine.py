@@ -426,7 +426,10 @@ class _Run:
         if len(view) <= EAGER_BYTES:
             raw = bytes(view)
             if lazy == "str":
-                return Const(raw.decode("utf-8", "surrogatepass"))
+                try:
+                    return Const(raw.decode("utf-8", "surrogatepass"))
+                except UnicodeDecodeError as exc:
+                    raise _Broken(f"invalid UTF-8 in string: {exc.reason}") from None
             return Const(bytearray(raw) if lazy == "bytearray" else raw)
         return Const(view, lazy)
 
@@ -507,19 +510,26 @@ def _op_dup(r: _Run, op: Op) -> None:
     r.push(r.top())
 
 
+def _c_string(raw: bytes) -> bytes:
+    """CPython parses numeric line arguments as C strings: they end at the first NUL."""
+    nul = raw.find(b"\0")
+    return raw if nul < 0 else raw[:nul]
+
+
 def _op_float(r: _Run, op: Op) -> None:
     assert isinstance(op.arg, bytes)
     try:
-        r.push(Const(float(op.arg)))
+        r.push(Const(float(_c_string(op.arg))))
     except ValueError:
         raise _Broken(f"could not convert string to float: {op.arg[:40]!r}") from None
 
 
 def _op_int(r: _Run, op: Op) -> None:
     assert isinstance(op.arg, bytes)
-    if op.arg == b"00":
+    raw = _c_string(op.arg)
+    if raw == b"00":
         r.push(Const(False))
-    elif op.arg == b"01":
+    elif raw == b"01":
         r.push(Const(True))
     else:
         r.push(Const(_line_int(op)))
@@ -528,7 +538,7 @@ def _op_int(r: _Run, op: Op) -> None:
 def _line_int(op: Op) -> int:
     assert isinstance(op.arg, bytes)
     try:
-        return parse_line_int(op.arg, op.pos, op.spec.name)
+        return parse_line_int(_c_string(op.arg), op.pos, op.spec.name)
     except PickleFormatError as exc:
         raise _Broken(exc.message) from None
 
@@ -615,6 +625,8 @@ def _op_appends(r: _Run, op: Op) -> None:
 
 
 def _extend(r: _Run, target: Value, items: list[Value]) -> None:
+    if not items:
+        return  # CPython does nothing for an empty APPENDS, whatever the target
     if isinstance(target, Seq) and target.kind == "list":
         for it in items:
             target.add(it)
@@ -625,10 +637,11 @@ def _extend(r: _Run, target: Value, items: list[Value]) -> None:
             name=_target_name(target),
             evidence=f"{render(target)}.extend({render(Seq('list', items, len(items)))})",
         )
-    elif isinstance(target, Obj):
-        pass  # list subclass or object with extend(): its class was already judged
-    elif not isinstance(target, Unknown | Persistent):
+    elif isinstance(target, Seq | DictV) or (
+        isinstance(target, Const) and not isinstance(target.value, bytearray | memoryview)
+    ):
         raise _Broken(f"cannot append to {render(target, budget=60)}")
+    # Otherwise (objects, bytearrays, unknown values) CPython calls append/extend: lenient.
 
 
 def _op_setitem(r: _Run, op: Op) -> None:
@@ -643,6 +656,8 @@ def _op_setitems(r: _Run, op: Op) -> None:
 
 
 def _setitems(r: _Run, target: Value, items: list[Value]) -> None:
+    if not items:
+        return  # CPython does nothing for an empty SETITEMS, whatever the target
     if len(items) % 2:
         raise _Broken("odd number of items for SETITEMS")
     if isinstance(target, DictV):
@@ -655,13 +670,17 @@ def _setitems(r: _Run, target: Value, items: list[Value]) -> None:
             name=_target_name(target),
             evidence=f"{render(target)}.update({render(pairs)})",
         )
-    elif isinstance(target, Seq | Const | CodeObject):
+    elif (isinstance(target, Seq) and target.kind != "list") or (
+        isinstance(target, Const) and not isinstance(target.value, bytearray | memoryview)
+    ):
         raise _Broken(f"object does not support item assignment: {render(target, budget=60)}")
 
 
 def _op_additems(r: _Run, op: Op) -> None:
     items = r.pop_mark()
     target = r.top()
+    if not items:
+        return
     if isinstance(target, Seq) and target.kind == "set":
         for it in items:
             target.add(it)
@@ -725,11 +744,18 @@ def _op_build(r: _Run, op: Op) -> None:
                 + ", ".join(render(v, budget=80) for k, v in keys if k in dunders),
                 via="BUILD on instance",
             )
-    elif isinstance(inst, Const | Seq | DictV) and not (
-        isinstance(state, Const) and state.value is None
-    ):
-        # Builtin values have no __setstate__ and no __dict__: CPython raises.
-        raise _Broken(f"BUILD on a value without __dict__: {render(inst, budget=60)}")
+    elif isinstance(inst, Partial):
+        # functools.partial.__setstate__((func, args, kwds, dict)) replaces all of them.
+        if isinstance(state, Seq) and state.kind == "tuple" and state.total == 4:
+            inst.func = state.items[0]
+            inst.args = _tuple_items(state.items[1]) if isinstance(state.items[1], Seq) else []
+    elif isinstance(inst, Const | Seq | DictV):
+        # Builtin values have no __setstate__ and no __dict__: CPython raises when there is a
+        # dict state (even empty) or slot state to set.
+        no_dict = isinstance(dict_state, Const) and dict_state.value is None
+        no_slots = slot_state is None or (isinstance(slot_state, DictV) and slot_state.total == 0)
+        if not (no_dict and no_slots):
+            raise _Broken(f"BUILD on a value without __dict__: {render(inst, budget=60)}")
 
 
 _JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper"}

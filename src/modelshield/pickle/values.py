@@ -33,7 +33,12 @@ class Const(Value):
 
     def as_str(self) -> str | None:
         if self.lazy == "str" and isinstance(self.value, memoryview):
-            return bytes(self.value).decode("utf-8", "surrogatepass")
+            if len(self.value) > 1 << 20:
+                return None  # never needed as a name; not worth materialising
+            try:
+                return bytes(self.value).decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                return None
         return self.value if isinstance(self.value, str) else None
 
     def as_bytes(self, limit: int) -> bytes | None:
