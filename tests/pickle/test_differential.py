@@ -26,7 +26,6 @@ import io
 import operator
 import pickle
 import pickletools
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
