@@ -9,7 +9,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,6 +370,8 @@ def _run(
             if progress:
                 progress(i, total, t.display)
         return
+    from concurrent.futures import ProcessPoolExecutor  # only for parallel scans: slow import
+
     with ProcessPoolExecutor(
         max_workers=min(jobs, total),
         initializer=_init_worker,

@@ -20,6 +20,7 @@ import bz2
 import codecs
 import lzma
 import re
+import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -29,9 +30,9 @@ from modelshield.pickle.names import canonical, fix_import, is_identifier_path
 from modelshield.pickle.opcodes import (
     HIGHEST_PROTOCOL,
     OPCODES,
+    ArgKind,
     Buffer,
     Decoder,
-    Op,
     PickleFormatError,
     parse_line_int,
 )
@@ -167,13 +168,20 @@ class _Run:
         self.events: list[Event] = []
         self.dropped = 0
         self.index = 0
-        self.op: Op | None = None
+        self.op_pos = start
+        self.op_code = 0
         self.result: Value | None = None
 
     # ------------------------------------------------------------------ stack helpers
     def push(self, v: Value) -> None:
+        # The stack grows by at most one value per opcode; run() checks its size periodically.
         self.stack.append(v)
-        if len(self.stack) > self.m.limits.max_stack:
+
+    def check_stack(self) -> None:
+        limit = self.m.limits.max_stack
+        if len(self.metastack) > limit:
+            raise _Limit(LimitKind.STACK)
+        if len(self.stack) + sum(map(len, self.metastack)) > limit:
             raise _Limit(LimitKind.STACK)
 
     def pop(self) -> Value:
@@ -195,9 +203,13 @@ class _Run:
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: EventKind, **kw: object) -> Event:
-        op = self.op
-        assert op is not None
-        ev = Event(kind, op.pos - self.m.base, self.index, op.name, **kw)  # type: ignore[arg-type]
+        ev = Event(
+            kind,
+            self.op_pos - self.m.base,
+            self.index,
+            _NAMES[self.op_code],
+            **kw,  # type: ignore[arg-type]
+        )
         if self.m.keep is not None and not self.m.keep(ev):
             self.dropped += 1
             return ev
@@ -402,24 +414,63 @@ class _Run:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
+        """Run opcodes up to STOP. The common fixed-size opcodes are decoded inline; the rest
+        go through :meth:`Decoder.next_op`, which also produces every format error."""
         m = self.m
-        lim = m.limits
-        handlers = _HANDLERS
-        next_op = self.dec.next_op
-        max_ops = lim.max_opcodes
+        dec = self.dec
+        data = dec.data
+        end = dec.end
+        fast = _FAST
         stop = _op_stop
+        max_ops = m.limits.max_opcodes
+        index = self.index
+        u4 = _U4_FROM
+        i4 = _I4_FROM
+        f8 = _F8_FROM
         while True:
-            op = next_op()
-            self.op = op
-            index = self.index
+            pos = dec.pos
+            if pos >= end:
+                raise PickleFormatError(pos, "pickle data was truncated", truncated=True)
+            code = data[pos]
+            self.op_pos = pos
+            self.op_code = code
+            kind, handler = fast[code]
+            arg: object
+            if kind == _K_NONE:
+                dec.pos = pos + 1
+                arg = None
+            elif kind == _K_U1 and pos + 2 <= end:
+                dec.pos = pos + 2
+                arg = data[pos + 1]
+            elif kind == _K_U4 and pos + 5 <= end:
+                dec.pos = pos + 5
+                arg = u4(data, pos + 1)[0]
+            elif kind == _K_I4 and pos + 5 <= end:
+                dec.pos = pos + 5
+                arg = i4(data, pos + 1)[0]
+            elif kind == _K_BYTES1 and pos + 2 <= end and pos + 2 + data[pos + 1] <= end:
+                n = data[pos + 1]
+                dec.pos = pos + 2 + n
+                arg = data[pos + 2 : pos + 2 + n]
+            elif kind == _K_F8 and pos + 9 <= end:
+                dec.pos = pos + 9
+                arg = f8(data, pos + 1)[0]
+            elif kind == _K_U2 and pos + 3 <= end:
+                dec.pos = pos + 3
+                arg = data[pos + 1] | (data[pos + 2] << 8)
+            else:
+                arg = dec.next_op().arg  # general path; raises on invalid or truncated input
             if index >= max_ops:
                 raise _Limit(LimitKind.OPCODES)
-            if (index & 0xFFFF) == 0 and time.monotonic() > m.deadline:
-                raise _Limit(LimitKind.TIME)
-            handler = handlers[op.spec.code]
-            handler(self, op)
-            self.index = index + 1
+            if not index & 0xFFF:
+                self.check_stack()
+                if time.monotonic() > m.deadline:
+                    raise _Limit(LimitKind.TIME)
+            self.index = index
+            handler(self, arg)
+            index += 1
             if handler is stop:
+                self.index = index
                 return
 
     def bytes_value(self, view: memoryview, lazy: str) -> Const:
@@ -476,37 +527,35 @@ def _getitem(obj: Value, key: Value) -> Value:
 
 # ---------------------------------------------------------------------- opcode handlers
 
-Handler = Callable[[_Run, Op], None]
+Handler = Callable[["_Run", object], None]
 
 
-def _arg_bytes(op: Op) -> memoryview:
-    assert isinstance(op.arg, memoryview)
-    return op.arg
+def _arg_bytes(arg: object) -> memoryview:
+    assert isinstance(arg, memoryview)
+    return arg
 
 
-def _op_mark(r: _Run, op: Op) -> None:
+def _op_mark(r: _Run, arg: object) -> None:
     r.metastack.append(r.stack)
     r.stack = []
-    if len(r.metastack) > r.m.limits.max_stack:
-        raise _Limit(LimitKind.STACK)
 
 
-def _op_stop(r: _Run, op: Op) -> None:
+def _op_stop(r: _Run, arg: object) -> None:
     r.result = r.pop()
 
 
-def _op_pop(r: _Run, op: Op) -> None:
+def _op_pop(r: _Run, arg: object) -> None:
     if r.stack:
         r.stack.pop()
     else:
         r.pop_mark()
 
 
-def _op_pop_mark(r: _Run, op: Op) -> None:
+def _op_pop_mark(r: _Run, arg: object) -> None:
     r.pop_mark()
 
 
-def _op_dup(r: _Run, op: Op) -> None:
+def _op_dup(r: _Run, arg: object) -> None:
     r.push(r.top())
 
 
@@ -516,66 +565,66 @@ def _c_string(raw: bytes) -> bytes:
     return raw if nul < 0 else raw[:nul]
 
 
-def _op_float(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, bytes)
+def _op_float(r: _Run, arg: object) -> None:
+    assert isinstance(arg, bytes)
     try:
-        r.push(Const(float(_c_string(op.arg))))
+        r.push(Const(float(_c_string(arg))))
     except ValueError:
-        raise _Broken(f"could not convert string to float: {op.arg[:40]!r}") from None
+        raise _Broken(f"could not convert string to float: {arg[:40]!r}") from None
 
 
-def _op_int(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, bytes)
-    raw = _c_string(op.arg)
+def _op_int(r: _Run, arg: object) -> None:
+    assert isinstance(arg, bytes)
+    raw = _c_string(arg)
     if raw == b"00":
         r.push(Const(False))
     elif raw == b"01":
         r.push(Const(True))
     else:
-        r.push(Const(_line_int(op)))
+        r.push(Const(_line_int(r, arg)))
 
 
-def _line_int(op: Op) -> int:
-    assert isinstance(op.arg, bytes)
+def _line_int(r: _Run, arg: object) -> int:
+    assert isinstance(arg, bytes)
     try:
-        return parse_line_int(_c_string(op.arg), op.pos, op.spec.name)
+        return parse_line_int(_c_string(arg), r.op_pos, _NAMES[r.op_code])
     except PickleFormatError as exc:
         raise _Broken(exc.message) from None
 
 
-def _op_push_arg(r: _Run, op: Op) -> None:
-    r.push(Const(op.arg))
+def _op_push_arg(r: _Run, arg: object) -> None:
+    r.stack.append(Const(arg))
 
 
-def _op_none(r: _Run, op: Op) -> None:
+def _op_none(r: _Run, arg: object) -> None:
     r.push(Const(None))
 
 
-def _op_true(r: _Run, op: Op) -> None:
+def _op_true(r: _Run, arg: object) -> None:
     r.push(Const(True))
 
 
-def _op_false(r: _Run, op: Op) -> None:
+def _op_false(r: _Run, arg: object) -> None:
     r.push(Const(False))
 
 
-def _op_persid(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, bytes)
+def _op_persid(r: _Run, arg: object) -> None:
+    assert isinstance(arg, bytes)
     try:
-        pid: Value = Const(op.arg.decode("ascii"))
+        pid: Value = Const(arg.decode("ascii"))
     except UnicodeDecodeError:
         raise _Broken("persistent IDs in protocol 0 must be ASCII strings") from None
     r.emit(EventKind.PERSID, evidence=f"persistent_load({render(pid)})")
     r.push(Persistent(pid))
 
 
-def _op_binpersid(r: _Run, op: Op) -> None:
+def _op_binpersid(r: _Run, arg: object) -> None:
     pid = r.pop()
     r.emit(EventKind.PERSID, evidence=f"persistent_load({render(pid)})")
     r.push(Persistent(pid))
 
 
-def _op_reduce(r: _Run, op: Op) -> None:
+def _op_reduce(r: _Run, arg: object) -> None:
     args = r.pop()
     func = r.pop()
     r.push(r.call(func, _tuple_items(args), None, None))
@@ -590,36 +639,36 @@ def _tuple_items(args: Value) -> list[Value]:
     return [Unknown(f"*{render(args, budget=80)}")]
 
 
-def _op_string(r: _Run, op: Op) -> None:
+def _op_string(r: _Run, arg: object) -> None:
     # Protocol-0/1 str (Python 2 ``str``): CPython decodes it with the Unpickler's encoding
     # (ASCII by default; loaders such as numpy pass latin1). Keep the text for analysis.
-    raw = bytes(op.arg) if isinstance(op.arg, memoryview) else op.arg
+    raw = bytes(arg) if isinstance(arg, memoryview) else arg
     assert isinstance(raw, bytes)
     r.push(Const(raw.decode("latin-1")))
 
 
-def _op_unicode_nl(r: _Run, op: Op) -> None:
-    r.push(Const(op.arg))
+def _op_unicode_nl(r: _Run, arg: object) -> None:
+    r.push(Const(arg))
 
 
-def _op_binunicode(r: _Run, op: Op) -> None:
-    r.push(r.bytes_value(_arg_bytes(op), "str"))
+def _op_binunicode(r: _Run, arg: object) -> None:
+    r.push(r.bytes_value(_arg_bytes(arg), "str"))
 
 
-def _op_binbytes(r: _Run, op: Op) -> None:
-    r.push(r.bytes_value(_arg_bytes(op), "bytes"))
+def _op_binbytes(r: _Run, arg: object) -> None:
+    r.push(r.bytes_value(_arg_bytes(arg), "bytes"))
 
 
-def _op_bytearray8(r: _Run, op: Op) -> None:
-    r.push(r.bytes_value(_arg_bytes(op), "bytearray"))
+def _op_bytearray8(r: _Run, arg: object) -> None:
+    r.push(r.bytes_value(_arg_bytes(arg), "bytearray"))
 
 
-def _op_append(r: _Run, op: Op) -> None:
+def _op_append(r: _Run, arg: object) -> None:
     value = r.pop()
     _extend(r, r.top(), [value])
 
 
-def _op_appends(r: _Run, op: Op) -> None:
+def _op_appends(r: _Run, arg: object) -> None:
     items = r.pop_mark()
     _extend(r, r.top(), items)
 
@@ -644,13 +693,13 @@ def _extend(r: _Run, target: Value, items: list[Value]) -> None:
     # Otherwise (objects, bytearrays, unknown values) CPython calls append/extend: lenient.
 
 
-def _op_setitem(r: _Run, op: Op) -> None:
+def _op_setitem(r: _Run, arg: object) -> None:
     value = r.pop()
     key = r.pop()
     _setitems(r, r.top(), [key, value])
 
 
-def _op_setitems(r: _Run, op: Op) -> None:
+def _op_setitems(r: _Run, arg: object) -> None:
     items = r.pop_mark()
     _setitems(r, r.top(), items)
 
@@ -676,7 +725,7 @@ def _setitems(r: _Run, target: Value, items: list[Value]) -> None:
         raise _Broken(f"object does not support item assignment: {render(target, budget=60)}")
 
 
-def _op_additems(r: _Run, op: Op) -> None:
+def _op_additems(r: _Run, arg: object) -> None:
     items = r.pop_mark()
     target = r.top()
     if not items:
@@ -700,7 +749,7 @@ def _target_name(v: Value) -> str:
     return render(v)
 
 
-def _op_build(r: _Run, op: Op) -> None:
+def _op_build(r: _Run, arg: object) -> None:
     state = r.pop()
     inst = r.top()
     if isinstance(inst, Obj) and "__setstate__" in inst.attrs:
@@ -825,13 +874,13 @@ def _joblib_inline_array(r: _Run, wrapper: Obj) -> None:
     r.m.joblib_regions.append((start, dec.pos, "raw array data"))
 
 
-def _op_global(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, tuple)
-    module, name = op.arg
+def _op_global(r: _Run, arg: object) -> None:
+    assert isinstance(arg, tuple)
+    module, name = arg
     r.push(r.global_ref(module, name))
 
 
-def _op_stack_global(r: _Run, op: Op) -> None:
+def _op_stack_global(r: _Run, arg: object) -> None:
     name_v = r.pop()
     module_v = r.pop()
     name = name_v.as_str() if isinstance(name_v, Const) else None
@@ -848,7 +897,7 @@ def _op_stack_global(r: _Run, op: Op) -> None:
     r.push(Unknown(f"global {render(module_v, budget=60)}.{render(name_v, budget=60)}"))
 
 
-def _op_dict(r: _Run, op: Op) -> None:
+def _op_dict(r: _Run, arg: object) -> None:
     items = r.pop_mark()
     d = DictV()
     if len(items) % 2:
@@ -858,19 +907,19 @@ def _op_dict(r: _Run, op: Op) -> None:
     r.push(d)
 
 
-def _op_empty_dict(r: _Run, op: Op) -> None:
+def _op_empty_dict(r: _Run, arg: object) -> None:
     r.push(DictV())
 
 
-def _op_empty_list(r: _Run, op: Op) -> None:
+def _op_empty_list(r: _Run, arg: object) -> None:
     r.push(Seq("list"))
 
 
-def _op_empty_tuple(r: _Run, op: Op) -> None:
+def _op_empty_tuple(r: _Run, arg: object) -> None:
     r.push(Seq("tuple"))
 
 
-def _op_empty_set(r: _Run, op: Op) -> None:
+def _op_empty_set(r: _Run, arg: object) -> None:
     r.push(Seq("set"))
 
 
@@ -881,20 +930,20 @@ def _seq(kind: str, items: list[Value]) -> Seq:
     return s
 
 
-def _op_list(r: _Run, op: Op) -> None:
+def _op_list(r: _Run, arg: object) -> None:
     r.push(_seq("list", r.pop_mark()))
 
 
-def _op_tuple(r: _Run, op: Op) -> None:
+def _op_tuple(r: _Run, arg: object) -> None:
     r.push(_seq("tuple", r.pop_mark()))
 
 
-def _op_frozenset(r: _Run, op: Op) -> None:
+def _op_frozenset(r: _Run, arg: object) -> None:
     r.push(_seq("frozenset", r.pop_mark()))
 
 
-def _op_tuple_n(r: _Run, op: Op) -> None:
-    n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}[op.name]
+def _op_tuple_n(r: _Run, arg: object) -> None:
+    n = r.op_code - 0x84  # TUPLE1 is 0x85, TUPLE2 0x86, TUPLE3 0x87
     if len(r.stack) < n:
         raise _Broken("unpickling stack underflow")
     items = r.stack[-n:]
@@ -909,13 +958,13 @@ def _memo_get(r: _Run, idx: int) -> None:
         raise _Broken(f"Memo value not found at index {idx}") from None
 
 
-def _op_get(r: _Run, op: Op) -> None:
-    _memo_get(r, _line_int(op))
+def _op_get(r: _Run, arg: object) -> None:
+    _memo_get(r, _line_int(r, arg))
 
 
-def _op_binget(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, int)
-    _memo_get(r, op.arg)
+def _op_binget(r: _Run, arg: object) -> None:
+    assert isinstance(arg, int)
+    _memo_get(r, arg)
 
 
 def _memo_put(r: _Run, idx: int) -> None:
@@ -926,41 +975,41 @@ def _memo_put(r: _Run, idx: int) -> None:
         raise _Limit(LimitKind.MEMO)
 
 
-def _op_put(r: _Run, op: Op) -> None:
-    _memo_put(r, _line_int(op))
+def _op_put(r: _Run, arg: object) -> None:
+    _memo_put(r, _line_int(r, arg))
 
 
-def _op_binput(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, int)
-    _memo_put(r, op.arg)
+def _op_binput(r: _Run, arg: object) -> None:
+    assert isinstance(arg, int)
+    _memo_put(r, arg)
 
 
-def _op_memoize(r: _Run, op: Op) -> None:
+def _op_memoize(r: _Run, arg: object) -> None:
     _memo_put(r, len(r.memo))
 
 
-def _op_inst(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, tuple)
-    module, name = op.arg
+def _op_inst(r: _Run, arg: object) -> None:
+    assert isinstance(arg, tuple)
+    module, name = arg
     args = r.pop_mark()
     cls = r.global_ref(module, name)
     r.push(r.call(cls, args, None, None))
 
 
-def _op_obj(r: _Run, op: Op) -> None:
+def _op_obj(r: _Run, arg: object) -> None:
     items = r.pop_mark()
     if not items:
         raise _Broken("OBJ without a class")
     r.push(r.call(items[0], items[1:], None, None))
 
 
-def _op_newobj(r: _Run, op: Op) -> None:
+def _op_newobj(r: _Run, arg: object) -> None:
     args = r.pop()
     cls = r.pop()
     r.push(r.instantiate(cls, _tuple_items(args), None, "NEWOBJ (cls.__new__)"))
 
 
-def _op_newobj_ex(r: _Run, op: Op) -> None:
+def _op_newobj_ex(r: _Run, arg: object) -> None:
     kwargs = r.pop()
     args = r.pop()
     cls = r.pop()
@@ -968,32 +1017,32 @@ def _op_newobj_ex(r: _Run, op: Op) -> None:
     r.push(r.instantiate(cls, _tuple_items(args), kw, "NEWOBJ_EX (cls.__new__)"))
 
 
-def _op_ext(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, int)
-    code = op.arg
+def _op_ext(r: _Run, arg: object) -> None:
+    assert isinstance(arg, int)
+    code = arg
     if code <= 0:
         raise _Broken("EXT specifies code <= 0")
     r.emit(EventKind.EXT, evidence=f"copyreg extension code {code}")
     r.push(Unknown(f"global from extension code {code}"))
 
 
-def _op_proto(r: _Run, op: Op) -> None:
-    assert isinstance(op.arg, int)
-    if op.arg > HIGHEST_PROTOCOL:
-        raise _Broken(f"unsupported pickle protocol: {op.arg}")
-    r.proto = op.arg
+def _op_proto(r: _Run, arg: object) -> None:
+    assert isinstance(arg, int)
+    if arg > HIGHEST_PROTOCOL:
+        raise _Broken(f"unsupported pickle protocol: {arg}")
+    r.proto = arg
 
 
-def _op_frame(r: _Run, op: Op) -> None:
+def _op_frame(r: _Run, arg: object) -> None:
     return None
 
 
-def _op_next_buffer(r: _Run, op: Op) -> None:
+def _op_next_buffer(r: _Run, arg: object) -> None:
     # pickle.loads without buffers= raises here; with buffers, the data comes from outside.
     r.push(Unknown("out-of-band buffer"))
 
 
-def _op_readonly_buffer(r: _Run, op: Op) -> None:
+def _op_readonly_buffer(r: _Run, arg: object) -> None:
     r.top()
 
 
@@ -1007,7 +1056,7 @@ _DISPATCH: dict[str, Handler] = {
     "INT": _op_int,
     "BININT": _op_push_arg,
     "BININT1": _op_push_arg,
-    "LONG": lambda r, op: r.push(Const(_line_int(op))),
+    "LONG": lambda r, arg: r.push(Const(_line_int(r, arg))),
     "BININT2": _op_push_arg,
     "NONE": _op_none,
     "PERSID": _op_persid,
@@ -1069,8 +1118,30 @@ _DISPATCH: dict[str, Handler] = {
 }
 
 
+_NAMES: list[str] = [OPCODES[c].name if c in OPCODES else "?" for c in range(256)]
+_K_NONE, _K_U1, _K_U4, _K_I4, _K_BYTES1, _K_F8, _K_U2, _K_OTHER = range(8)
+_FAST_KINDS = {
+    ArgKind.NONE: _K_NONE,
+    ArgKind.U1: _K_U1,
+    ArgKind.U4: _K_U4,
+    ArgKind.I4: _K_I4,
+    ArgKind.BYTES1: _K_BYTES1,
+    ArgKind.FLOAT8: _K_F8,
+    ArgKind.U2: _K_U2,
+}
+_U4_FROM = struct.Struct("<I").unpack_from
+_I4_FROM = struct.Struct("<i").unpack_from
+_F8_FROM = struct.Struct(">d").unpack_from
 _HANDLERS: list[Handler] = [
     _DISPATCH.get(OPCODES[c].name, _op_stop) if c in OPCODES else _op_stop for c in range(256)
+]
+
+
+_FAST: list[tuple[int, Handler]] = [
+    (_FAST_KINDS.get(OPCODES[c].arg, _K_OTHER), _HANDLERS[c])
+    if c in OPCODES
+    else (_K_OTHER, _op_stop)
+    for c in range(256)
 ]
 
 
@@ -1158,7 +1229,7 @@ class Machine:
             error, error_pos, truncated = exc.message, exc.pos - self.base, exc.truncated
         except _Broken as exc:
             error = exc.message
-            error_pos = (run.op.pos if run.op else pos) - self.base
+            error_pos = run.op_pos - self.base
         except _Limit as exc:
             limit = exc.kind
         except RecursionError:

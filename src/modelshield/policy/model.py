@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any, Final
 
 from modelshield.errors import PolicyError
@@ -319,17 +319,23 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
 # Index
 
 
+@cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    """Compiled fnmatch pattern; compiled on first use so that start-up stays fast."""
+    return re.compile(fnmatch.translate(pattern))
+
+
 @dataclass(frozen=True)
 class _Compiled:
     entry: PolicyEntry
-    regex: re.Pattern[str] | None  # None: exact name
-    excludes: tuple[re.Pattern[str], ...]
+    pattern: str | None  # normalised fnmatch pattern; None: exact name
+    excludes: tuple[str, ...]  # normalised fnmatch patterns
     specificity: int  # count of literal characters: more literal text = more specific
 
     def matches(self, name: str) -> bool:
-        if self.regex is not None and not self.regex.match(name):
+        if self.pattern is not None and not _regex(self.pattern).match(name):
             return False
-        return not any(x.match(name) for x in self.excludes)
+        return not any(_regex(x).match(name) for x in self.excludes)
 
 
 class _Index:
@@ -341,16 +347,14 @@ class _Index:
         self.floating: list[_Compiled] = []
         for entry in entries:
             pattern = _normalize_pattern(entry.pattern, aliases)
-            excludes = tuple(
-                re.compile(fnmatch.translate(_normalize_pattern(x, aliases))) for x in entry.exclude
-            )
+            excludes = tuple(_normalize_pattern(x, aliases) for x in entry.exclude)
             literal = sum(1 for ch in pattern if ch not in _WILDCARD_CHARS)
             if is_exact_pattern(pattern):
                 self.exact.setdefault(pattern, []).append(
                     _Compiled(entry, None, excludes, literal + 1000)
                 )
                 continue
-            compiled = _Compiled(entry, re.compile(fnmatch.translate(pattern)), excludes, literal)
+            compiled = _Compiled(entry, pattern, excludes, literal)
             head = _literal_head(pattern)
             if head is None:
                 self.floating.append(compiled)
@@ -489,7 +493,10 @@ class Policy:
 
 
 def _read_data(filename: str) -> str:
-    return resources.files("modelshield.policy").joinpath("data", filename).read_text("utf-8")
+    return (_DATA_DIR / filename).read_text("utf-8")
+
+
+_DATA_DIR = Path(__file__).parent / "data"
 
 
 @cache

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from modelshield.findings import ScanResult, Severity
 from modelshield.report._common import Verdict, verdict
-from modelshield.report.json import render_json
-from modelshield.report.sarif import render_sarif
-from modelshield.report.text import render_text
 
 FORMATS = ("text", "json", "sarif")
 
@@ -23,10 +20,17 @@ def render(result: ScanResult, fmt: str, *, threshold: Severity, color: bool = F
 
     ``color`` only affects the text format. Raises :class:`ValueError` for an unknown format.
     """
+    # Each reporter is imported when used: start-up stays light for the common text report.
     if fmt == "text":
+        from modelshield.report.text import render_text
+
         return render_text(result, threshold=threshold, color=color)
     if fmt == "json":
+        from modelshield.report.json import render_json
+
         return render_json(result, threshold=threshold)
     if fmt == "sarif":
+        from modelshield.report.sarif import render_sarif
+
         return render_sarif(result, threshold=threshold)
     raise ValueError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")

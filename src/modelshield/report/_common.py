@@ -6,7 +6,6 @@ Everything here is a pure function of its arguments.
 from __future__ import annotations
 
 import enum
-import importlib.metadata
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -50,6 +49,8 @@ def tool_version() -> str:
         version = None
     if isinstance(version, str) and version:
         return version
+    import importlib.metadata  # only when the package attribute is missing: slow to import
+
     try:
         return importlib.metadata.version(TOOL_NAME)
     except importlib.metadata.PackageNotFoundError:
