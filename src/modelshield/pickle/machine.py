@@ -132,7 +132,15 @@ _B64ISH: dict[str, Callable[[bytes], bytes]] = {
 }
 
 _OBJECT = "builtins.object"
-_RECONSTRUCTORS = {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
+_RECONSTRUCTORS = {
+    "copyreg._reconstructor",
+    "copyreg.__newobj__",
+    "copyreg.__newobj_ex__",
+    # scikit-learn's Cython newObj(cls) helpers: return cls.__new__(cls).
+    "sklearn.neighbors._kd_tree.newObj",
+    "sklearn.neighbors._ball_tree.newObj",
+    "sklearn.metrics._dist_metrics.newObj",
+}
 
 _DECOMPRESSORS = {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress"}
 
@@ -311,6 +319,8 @@ class _Run:
                 rest = list(args[1:])
             elif name == "copyreg.__newobj_ex__" and len(args) > 1:
                 rest = _tuple_items(args[1])
+            elif name.endswith(".newObj"):
+                rest = []
             else:
                 rest = []
                 base = args[1] if len(args) > 1 else None
