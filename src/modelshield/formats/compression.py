@@ -1,0 +1,314 @@
+"""Single-stream compression: gzip, bzip2, xz, raw LZMA, zlib, LZ4 frames, zstd, joblib's ``ZF``.
+
+Everything is decompressed incrementally with a hard cap on the output, so a compression bomb
+costs at most the cap. Large outputs spill to an anonymous temporary file that is memory-mapped,
+so memory stays flat. joblib writes compressed pickles in exactly these formats.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import lzma
+import mmap
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from modelshield.pickle.opcodes import Buffer
+
+CHUNK = 1 << 20
+SPILL_AT = 64 << 20
+"""Outputs larger than this go to a temporary file instead of memory."""
+
+
+class DecompressError(Exception):
+    """The stream is not valid for the format (or cannot be decoded here)."""
+
+
+class OutputLimit(Exception):
+    """The stream decompresses to more than allowed (a bomb, or a limit to raise)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"decompressed size exceeds {limit} bytes")
+        self.limit = limit
+
+
+class MissingCodec(Exception):
+    """The format needs an optional package that is not installed."""
+
+    def __init__(self, fmt: str, package: str) -> None:
+        super().__init__(f"{fmt} needs the optional package {package!r}")
+        self.fmt = fmt
+        self.package = package
+
+
+_ZF_HEADER = 21  # b"ZF" + hex length left-justified to 19 characters (joblib < 0.10)
+
+
+def sniff_compression(head: bytes) -> str | None:
+    """The compression format announced by the first bytes, if any."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if head.startswith(b"ZF0x") and len(head) > _ZF_HEADER and _is_zlib(head[_ZF_HEADER:]):
+        return "joblib-zf"
+    if _is_zlib(head):
+        return "zlib"
+    if len(head) >= 13 and head[0] == 0x5D and head[1:5] != b"\x00\x00\x00\x00":
+        # Raw ("alone") LZMA: properties byte 0x5d, dictionary size, then the size or -1.
+        dict_size = int.from_bytes(head[1:5], "little")
+        if dict_size & (dict_size - 1) == 0 or dict_size == 0xFFFFFFFF:
+            return "lzma"
+    return None
+
+
+def _is_zlib(head: bytes) -> bool:
+    return (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and (head[0] << 8 | head[1]) % 31 == 0
+        and not head[1] & 0x20  # no preset dictionary
+    )
+
+
+def _chunks(buf: Buffer, start: int, end: int) -> Iterator[memoryview]:
+    view = memoryview(buf)
+    for pos in range(start, end, CHUNK):
+        yield view[pos : min(end, pos + CHUNK)]
+
+
+def _stream(
+    make: Callable[[], object], buf: Buffer, start: int, end: int, cap: int
+) -> Iterator[bytes]:
+    """Drive a zlib, bz2 or lzma decompressor object with bounded output."""
+    d = make()
+    decompress = d.decompress  # type: ignore[attr-defined]
+    is_zlib = hasattr(d, "unconsumed_tail")
+    produced = 0
+    for chunk in _chunks(buf, start, end):
+        data: bytes | memoryview = chunk
+        while True:
+            out = decompress(data, CHUNK)
+            produced += len(out)
+            if produced > cap:
+                raise OutputLimit(cap)
+            if out:
+                yield out
+            if getattr(d, "eof", False):
+                return
+            if is_zlib:
+                data = d.unconsumed_tail  # type: ignore[attr-defined]
+                if not data and len(out) < CHUNK:
+                    break
+            else:
+                data = b""
+                if d.needs_input:  # type: ignore[attr-defined]
+                    break
+    if not getattr(d, "eof", False):
+        raise DecompressError("compressed stream is truncated")
+
+
+def _zlib_like(wbits: int) -> Callable[[], object]:
+    return lambda: zlib.decompressobj(wbits)
+
+
+def iter_decompress(fmt: str, buf: Buffer, start: int, end: int, cap: int) -> Iterator[bytes]:
+    """Yield decompressed chunks of ``buf[start:end]``. Raises on invalid data or past ``cap``."""
+    try:
+        if fmt == "gzip":
+            yield from _stream(_zlib_like(16 + zlib.MAX_WBITS), buf, start, end, cap)
+        elif fmt == "zlib":
+            yield from _stream(_zlib_like(zlib.MAX_WBITS), buf, start, end, cap)
+        elif fmt == "joblib-zf":
+            yield from _stream(_zlib_like(zlib.MAX_WBITS), buf, start + _ZF_HEADER, end, cap)
+        elif fmt == "bzip2":
+            yield from _stream(bz2.BZ2Decompressor, buf, start, end, cap)
+        elif fmt == "xz":
+            yield from _stream(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), buf, start, end, cap)
+        elif fmt == "lzma":
+            yield from _stream(
+                lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE), buf, start, end, cap
+            )
+        elif fmt == "lz4":
+            yield from _lz4_frames(memoryview(buf)[start:end], cap)
+        elif fmt == "zstd":
+            yield from _zstd(buf, start, end, cap)
+        else:
+            raise DecompressError(f"unknown compression {fmt!r}")
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise DecompressError(f"invalid {fmt} data: {exc}") from None
+
+
+def _zstd(buf: Buffer, start: int, end: int, cap: int) -> Iterator[bytes]:
+    try:
+        import zstandard  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise MissingCodec("zstd", "zstandard") from None
+    reader = zstandard.ZstdDecompressor().stream_reader(memoryview(buf)[start:end])
+    produced = 0
+    while chunk := reader.read(CHUNK):
+        produced += len(chunk)
+        if produced > cap:
+            raise OutputLimit(cap)
+        yield chunk
+
+
+# ---------------------------------------------------------------------------- LZ4 frames
+
+
+def _lz4_frames(data: memoryview, cap: int) -> Iterator[bytes]:
+    """A small, bounded LZ4 frame decoder (the format joblib writes with ``compress='lz4'``)."""
+    pos = 0
+    produced = 0
+    n = len(data)
+    while pos + 4 <= n:
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if 0x184D2A50 <= magic <= 0x184D2A5F:  # skippable frame
+            size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+            pos += 8 + size
+            continue
+        if magic != 0x184D2204:
+            if produced:
+                return  # trailing bytes after the last frame
+            raise DecompressError("not an LZ4 frame")
+        flg = data[pos + 4]
+        bd = data[pos + 5]
+        pos += 6
+        if flg >> 6 != 1:
+            raise DecompressError("unsupported LZ4 frame version")
+        block_checksum = bool(flg & 0x10)
+        content_size = bool(flg & 0x08)
+        content_checksum = bool(flg & 0x04)
+        dict_id = bool(flg & 0x01)
+        del bd
+        pos += (8 if content_size else 0) + (4 if dict_id else 0) + 1  # + header checksum
+        window = bytearray()
+        while True:
+            if pos + 4 > n:
+                raise DecompressError("truncated LZ4 frame")
+            bsize = int.from_bytes(data[pos : pos + 4], "little")
+            pos += 4
+            if bsize == 0:
+                break
+            raw = bool(bsize & 0x80000000)
+            bsize &= 0x7FFFFFFF
+            block = data[pos : pos + bsize]
+            if len(block) < bsize:
+                raise DecompressError("truncated LZ4 block")
+            pos += bsize + (4 if block_checksum else 0)
+            out = bytes(block) if raw else _lz4_block(block, window, cap - produced)
+            produced += len(out)
+            if produced > cap:
+                raise OutputLimit(cap)
+            window += out
+            if len(window) > 1 << 17:
+                del window[: len(window) - (1 << 16)]
+            yield out
+        pos += 4 if content_checksum else 0
+
+
+def _lz4_block(block: memoryview, window: bytearray, room: int) -> bytes:
+    out = bytearray(window[-(1 << 16) :])
+    base = len(out)
+    i = 0
+    n = len(block)
+    while i < n:
+        token = block[i]
+        i += 1
+        lit = token >> 4
+        if lit == 15:
+            while True:
+                b = block[i]
+                i += 1
+                lit += b
+                if b != 255:
+                    break
+        out += block[i : i + lit]
+        i += lit
+        if i >= n:
+            break
+        offset = block[i] | block[i + 1] << 8
+        i += 2
+        if offset == 0 or offset > len(out):
+            raise DecompressError("invalid LZ4 match offset")
+        mlen = token & 15
+        if mlen == 15:
+            while True:
+                b = block[i]
+                i += 1
+                mlen += b
+                if b != 255:
+                    break
+        mlen += 4
+        if len(out) - base + mlen > room:
+            raise OutputLimit(room)
+        start = len(out) - offset
+        if mlen <= offset:
+            out += out[start : start + mlen]
+        else:
+            for k in range(mlen):
+                out.append(out[start + k])
+    return bytes(out[base:])
+
+
+# ---------------------------------------------------------------------------- buffers
+
+
+@dataclass
+class Spilled:
+    """Decompressed output: in memory, or in a memory-mapped temporary file."""
+
+    buf: Buffer
+    size: int
+    _file: IO[bytes] | None = None
+
+    def close(self) -> None:
+        if isinstance(self.buf, mmap.mmap):
+            self.buf.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def collect(chunks: Iterator[bytes]) -> Spilled:
+    """Gather chunks into memory, spilling to a temporary file past :data:`SPILL_AT`."""
+    parts: list[bytes] = []
+    size = 0
+    spill: IO[bytes] | None = None
+    try:
+        for c in chunks:
+            size += len(c)
+            if spill is not None:
+                spill.write(c)
+            elif size > SPILL_AT:
+                spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Spilled.close()
+                for p in parts:
+                    spill.write(p)
+                spill.write(c)
+                parts = []
+            else:
+                parts.append(c)
+    except BaseException:
+        if spill is not None:
+            spill.close()
+        raise
+    if spill is None:
+        return Spilled(b"".join(parts), size)
+    spill.flush()
+    if size == 0:
+        spill.close()
+        return Spilled(b"", 0)
+    with contextlib.suppress(Exception):
+        return Spilled(mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ), size, spill)
+    spill.close()
+    raise DecompressError("cannot map the decompressed data")
