@@ -104,7 +104,7 @@ def test_symlink_out_of_tree_is_followed_and_said(tmp_path: Path) -> None:
 def test_unreadable_file_is_an_error_not_clean(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelshield import scanner
+    from modelshield import analysis
 
     f = tmp_path / "locked.pkl"
     f.write_bytes(pickle.dumps(1))
@@ -112,7 +112,7 @@ def test_unreadable_file_is_an_error_not_clean(
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(scanner, "open", denied, raising=False)
+    monkeypatch.setattr(analysis, "open", denied, raising=False)
     result = scan(tmp_path)
     assert result.errors and "Permission denied" in result.errors[0].message
     assert result.coverage[0].status is CoverageStatus.INCONCLUSIVE
@@ -162,12 +162,12 @@ def test_limit_makes_coverage_partial() -> None:
 
 
 def test_analyser_crash_becomes_finding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelshield import scanner
+    from modelshield import analysis
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(scanner, "pickle_findings", boom)
+    monkeypatch.setattr(analysis, "pickle_findings", boom)
     result = scan_bytes(MALICIOUS)
     assert result.findings[0].rule_id == "MS112"
     assert result.coverage[0].status is CoverageStatus.INCONCLUSIVE

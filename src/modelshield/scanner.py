@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import mmap
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from modelshield.analysis import Analyzer as ContentAnalyzer
+from modelshield.analysis import Blob, FileOutcome
 from modelshield.config import Config
 from modelshield.errors import InputError
 from modelshield.findings import (
@@ -22,23 +22,13 @@ from modelshield.findings import (
     ScanError,
     ScanResult,
 )
-from modelshield.formats.sniff import (
-    CONTAINERS,
-    Format,
-    looks_like_text,
-    runs_as_pickle,
-    sniff_magic,
-)
-from modelshield.pickle.machine import Limits, Machine
-from modelshield.pickle.trace import Event, EventKind, PickleAnalysis
-from modelshield.policy import Policy, Verdict
+from modelshield.pickle.machine import Limits
+from modelshield.policy import Policy
 from modelshield.rules.catalog import RULES
-from modelshield.rules.pickle_rules import Where, pickle_findings
 
 ProgressCallback = Callable[[int, int, str], None]
 """Called as ``progress(done, total, path)`` after each file."""
 
-_HEAD = 512
 _PARALLEL_MIN_FILES = 16
 
 
@@ -51,45 +41,18 @@ class FileTask:
     note: str | None = None
 
 
-@dataclass
-class FileOutcome:
-    findings: list[Finding] = field(default_factory=list)
-    coverage: list[Coverage] = field(default_factory=list)
-    errors: list[ScanError] = field(default_factory=list)
-    suppressed: list[Finding] = field(default_factory=list)
-    bytes_read: int = 0
-
-
-class Analyzer:
-    """Analyses single files with one policy, limits and configuration."""
-
-    def __init__(self, config: Config, limits: Limits, policy: Policy | None = None) -> None:
-        self.config = config
-        self.limits = limits
-        base = policy or Policy.default()
-        self.policy = base.with_allowed(config.allow) if config.allow else base
-
-    def _keep(self, ev: Event) -> bool:
-        # Calls and imports of allowlisted names never produce findings: do not store them.
-        if ev.kind in (EventKind.CALL, EventKind.IMPORT) and ev.name is not None:
-            return self.policy.classify(ev.name).verdict is not Verdict.ALLOWED
-        return True
-
-    def analyse_pickle(self, buf: bytes | mmap.mmap) -> PickleAnalysis:
-        return Machine(self.limits, keep=self._keep).analyse(buf)
+class Analyzer(ContentAnalyzer):
+    """Analyses whole files (or in-memory buffers standing for one) and applies configuration."""
 
     def scan_file(self, task: FileTask, data: bytes | None = None) -> FileOutcome:
         """Analyse one file (or ``data`` standing for it). Never raises for hostile input."""
         out = FileOutcome()
         try:
             if data is None:
-                self._scan_file(task, out)
-            elif not data:
-                out.coverage.append(
-                    Coverage(task.display, CoverageStatus.SCANNED, Format.EMPTY.value, size=0)
-                )
+                self.scan_path(task.path, task.display, task.note, out)
             else:
-                self._scan_buffer(task, data, len(data), None, out)
+                name = os.path.basename(task.display)
+                self.scan_blob(Blob(task.display, None, data, 0, len(data), 0, name), out)
         except OSError as exc:
             msg = f"cannot read: {exc.strerror or exc}"
             out.errors.append(ScanError(task.display, msg))
@@ -114,87 +77,10 @@ class Analyzer:
                     reason=f"analyser error ({type(exc).__name__})",
                 )
             ]
-        self._apply_config(task, out)
+        self._apply_config(out)
         return out
 
-    def _scan_file(self, task: FileTask, out: FileOutcome) -> None:
-        with open(task.path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            sha = _sha256(fh) if self.config.baselines else None
-            if size == 0:
-                out.coverage.append(
-                    Coverage(
-                        task.display,
-                        CoverageStatus.SCANNED,
-                        Format.EMPTY.value,
-                        size=0,
-                        sha256=sha,
-                        reason=task.note,
-                    )
-                )
-                return
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                self._scan_buffer(task, mm, size, sha, out)
-
-    def _scan_buffer(
-        self, task: FileTask, buf: bytes | mmap.mmap, size: int, sha: str | None, out: FileOutcome
-    ) -> None:
-        head = buf[:_HEAD]
-        fmt = sniff_magic(head)
-        analysis: PickleAnalysis | None = None
-        reason = task.note
-        if fmt is None:
-            analysis = self.analyse_pickle(buf)
-            text = looks_like_text(head)
-            if runs_as_pickle(analysis, text=text):
-                fmt = Format.PICKLE
-            elif text:
-                fmt = Format.TEXT
-            else:
-                fmt = Format.DATA
-                err = analysis.streams[0].error_pos if analysis.streams else 0
-                reason = _join(
-                    reason,
-                    "no recognised model format; a pickle loader rejects it at byte "
-                    f"{err} before importing anything",
-                )
-
-        def cov(status: CoverageStatus, why: str | None = None) -> Coverage:
-            return Coverage(
-                task.display, status, fmt.value, reason=_join(reason, why), size=size, sha256=sha
-            )
-
-        if fmt is Format.PICKLE:
-            if analysis is None:
-                analysis = self.analyse_pickle(buf)
-            out.findings.extend(pickle_findings(analysis, self.policy, Where(task.display)))
-            analysed = max((s.end for s in analysis.streams), default=0)
-            out.bytes_read = max(len(head), analysed)
-            if analysis.limit is not None:
-                out.coverage.append(
-                    cov(
-                        CoverageStatus.PARTIAL,
-                        f"analysis stopped at the {analysis.limit.value} limit",
-                    )
-                )
-            else:
-                out.coverage.append(cov(CoverageStatus.SCANNED))
-            return
-        out.bytes_read = len(head)
-        if fmt in CONTAINERS:
-            out.coverage.append(
-                cov(
-                    CoverageStatus.INCONCLUSIVE,
-                    f"{fmt.value} content is recognised but not analysed by this version; "
-                    "a loader may execute code from it",
-                )
-            )
-            return
-        if fmt is Format.TEXT:
-            out.bytes_read = min(size, _HEAD)
-        out.coverage.append(cov(CoverageStatus.SCANNED))
-
-    def _apply_config(self, task: FileTask, out: FileOutcome) -> None:
+    def _apply_config(self, out: FileOutcome) -> None:
         cfg = self.config
         sha = next((c.sha256 for c in out.coverage if c.sha256), None)
         baseline = cfg.baseline_for(sha)
@@ -207,21 +93,6 @@ class Analyzer:
             else:
                 kept.append(f)
         out.findings = kept
-
-
-def _join(a: str | None, b: str | None) -> str | None:
-    if a and b:
-        return f"{b}; {a}"
-    return a or b
-
-
-def _sha256(fh: object) -> str:
-    h = hashlib.sha256()
-    read = fh.read  # type: ignore[attr-defined]
-    while chunk := read(1 << 20):
-        h.update(chunk)
-    fh.seek(0)  # type: ignore[attr-defined]
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- walking

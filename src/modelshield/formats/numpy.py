@@ -14,6 +14,7 @@ from modelshield.pickle.opcodes import Buffer
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
+_PY2_LONG = re.compile(r"\b(\d+)L\b")
 _SIMPLE = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)$")
 
 
@@ -102,6 +103,9 @@ def parse_npy(buf: Buffer, start: int = 0, end: int | None = None) -> NpyHeader:
     encoding = "utf-8" if major == 3 else "latin-1"
     try:
         text = bytes(view[hstart : hstart + hlen]).decode(encoding)
+        if major == 1:
+            # Python 2 wrote long integers with an L suffix, e.g. (3L, 4L); numpy drops it.
+            text = _PY2_LONG.sub(r"\1", text)
         header = ast.literal_eval(text)
     except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise NpyError(f"header is not a dict literal: {exc}") from None

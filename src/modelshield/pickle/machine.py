@@ -817,7 +817,10 @@ def _op_build(r: _Run, arg: object) -> None:
             raise _Broken(f"BUILD on a value without __dict__: {render(inst, budget=60)}")
 
 
-_JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper"}
+_JOBLIB_WRAPPERS = {
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",  # scikit-learn's vendored copy
+}
 _DTYPE_RE = re.compile(r"^[<>=|]?([a-zA-Z])(\d*)$")
 _HASOBJECT_FLAG = 0x01  # NPY_ITEM_REFCOUNT in a dtype's pickled flags
 

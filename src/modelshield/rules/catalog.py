@@ -175,7 +175,87 @@ _RULES = (
     ),
 )
 
-RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+_CONTAINER_RULES = (
+    Rule(
+        "MS200",
+        "polyglot",
+        Severity.HIGH,
+        Confidence.HIGH,
+        436,
+        "File is valid as more than one loadable format",
+        "The file can be read as two formats by different loaders, e.g. a pickle from byte 0 "
+        "(what torch.load's legacy path runs) and a zip archive found from the end (what "
+        "zip-based scanners look at). Every interpretation was analysed; benign writers never "
+        "produce this.",
+    ),
+    Rule(
+        "MS201",
+        "archive-inconsistency",
+        Severity.MEDIUM,
+        Confidence.HIGH,
+        436,
+        "Archive structure that readers interpret differently",
+        "Data before the archive, local and central header names that differ, duplicate member "
+        "names, an encryption flag PyTorch ignores, a damaged local header: Python's zipfile "
+        "and PyTorch's reader see different content, which is how zip-based scanners have been "
+        "bypassed (e.g. CVE-2025-10156). Every member was read the lenient way PyTorch does.",
+    ),
+    Rule(
+        "MS202",
+        "unsafe-path",
+        Severity.HIGH,
+        Confidence.HIGH,
+        22,
+        "Archive member path escapes the extraction directory",
+        "A member name is absolute or contains '..' (zip-slip / tar-slip), or a tar member is a "
+        "link pointing outside: extracting the archive can overwrite arbitrary files.",
+    ),
+    Rule(
+        "MS203",
+        "container-limit",
+        Severity.MEDIUM,
+        Confidence.HIGH,
+        409,
+        "Container content not analysed because of a limit",
+        "A decompression bomb, an archive with too many members, nesting deeper than allowed or "
+        "a member larger than allowed: the content beyond the limit was not analysed and the "
+        "input is reported as partially covered.",
+    ),
+    Rule(
+        "MS204",
+        "torchscript-code",
+        Severity.INFO,
+        Confidence.HIGH,
+        94,
+        "TorchScript code in the archive",
+        "The archive carries TorchScript source (code/...), which torch.jit.load compiles and "
+        "runs. Operations that reach the file system or custom operator libraries are reported "
+        "at a higher severity.",
+    ),
+    Rule(
+        "MS205",
+        "disguised-format",
+        Severity.MEDIUM,
+        Confidence.HIGH,
+        646,
+        "File name suggests a safe format but the content can run code",
+        "The extension names a format that cannot execute code (e.g. .safetensors, .json, "
+        ".npy) but the content is a pickle or a container holding one. Loaders pick the parser "
+        "by content, people by name.",
+    ),
+    Rule(
+        "MS206",
+        "container-damaged",
+        Severity.MEDIUM,
+        Confidence.MEDIUM,
+        20,
+        "Container cannot be fully read",
+        "An archive, compressed stream or NumPy header is damaged or truncated, so part of it "
+        "could not be analysed. The input is reported as partially covered or inconclusive.",
+    ),
+)
+
+RULES: dict[str, Rule] = {r.id: r for r in (*_RULES, *_CONTAINER_RULES)}
 
 
 def get_rule(rule_id: str) -> Rule:
