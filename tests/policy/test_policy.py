@@ -736,3 +736,10 @@ def test_joblib_dump_uses_allowed_globals(
     joblib.load(path)
     assert "joblib.numpy_pickle.NumpyArrayWrapper" in names
     _assert_all_allowed(policy, set(names))
+
+
+def test_json_mirror_is_up_to_date() -> None:
+    """The shipped JSON mirror matches the TOML data (regenerate: python -m modelshield.policy)."""
+    from modelshield.policy.model import _MIRROR, compile_mirror
+
+    assert _MIRROR.read_text(encoding="utf-8") == compile_mirror()
