@@ -15,6 +15,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelshield.checks import CHECKS
+from modelshield.checks.context import Context, Probe
 from modelshield.config import Config
 from modelshield.findings import (
     Confidence,
@@ -74,6 +76,8 @@ class Blob:
     depth: int = 0
     name: str = ""
     """File or member name (for the extension check)."""
+    fs_path: str | None = None
+    """Real path of the top-level file, for checks that look beside it (ONNX external data)."""
 
     @property
     def size(self) -> int:
@@ -84,7 +88,7 @@ class Blob:
 
     def child(self, member: str, buf: Buffer, start: int, end: int, name: str) -> Blob:
         chain = f"{self.member} > {member}" if self.member else member
-        return Blob(self.path, chain, buf, start, end, self.depth + 1, name)
+        return Blob(self.path, chain, buf, start, end, self.depth + 1, name, self.fs_path)
 
     def materialise(self) -> Buffer:
         """The region as a standalone buffer (zero-copy when it is the whole buffer)."""
@@ -193,7 +197,7 @@ class Analyzer:
                 return
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 before = len(out.coverage)
-                self.scan_blob(Blob(display, None, mm, 0, size, 0, blob_name), out, note)
+                self.scan_blob(Blob(display, None, mm, 0, size, 0, blob_name, path), out, note)
                 # The top-level entry carries the file's digest (for baselines).
                 for i in range(before, len(out.coverage)):
                     c = out.coverage[i]
@@ -250,6 +254,9 @@ class Analyzer:
         if fmt is Format.SEVEN_ZIP:
             self._seven_zip(blob, out, cover)
             return
+        probe = Probe(head, blob.size, blob.name, blob.member)
+        if fmt in (Format.HDF5, Format.GGUF) and self._run_checks(blob, probe, out):
+            return
         if fmt in (Format.HDF5, Format.GGUF):
             cover(
                 CoverageStatus.INCONCLUSIVE,
@@ -270,6 +277,8 @@ class Analyzer:
         if zipf.find_eocd(blob.buf, blob.end) is not None and blob.start == 0:
             self._zip(blob, out, cover)
             return
+        if self._run_checks(blob, probe, out):
+            return
         if _is_safetensors(head, blob.size):
             cover(CoverageStatus.SCANNED, "safetensors", "tensor data and a JSON header")
             return
@@ -287,6 +296,14 @@ class Analyzer:
             "no recognised model format; a pickle loader rejects it at byte "
             f"{err} before importing anything",
         )
+
+    def _run_checks(self, blob: Blob, probe: Probe, out: FileOutcome) -> bool:
+        """Hand the blob to the first format check that recognises it."""
+        for module in CHECKS:
+            if module.matches(probe):
+                module.check(Context(self, blob, out))
+                return True
+        return False
 
     # ------------------------------------------------------------------ pickles
     def _pickle(

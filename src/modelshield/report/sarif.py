@@ -38,7 +38,8 @@ from modelshield.report._common import (
     truncate,
     verdict,
 )
-from modelshield.rules.catalog import RULES, Rule
+from modelshield.rules.catalog import RULES
+from modelshield.rules.rule import Rule
 
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"

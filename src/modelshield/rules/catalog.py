@@ -1,28 +1,15 @@
 """The catalogue of rules: one stable ID per kind of finding.
 
-IDs are never reused. Families: ``MS1xx`` pickle analysis, ``MS9xx`` the scanner itself.
+IDs are never reused. Families: ``MS1xx`` pickle analysis, ``MS2xx`` containers, ``MS3xx``
+Keras and TensorFlow, ``MS4xx`` ONNX and TFLite, ``MS5xx`` GGUF and safetensors, ``MS6xx`` code
+shipped beside models.
 Each rule's ``description`` is its documentation (shown by ``modelshield rules`` and in SARIF).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from modelshield.findings import Confidence, Severity
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    name: str
-    """Short kebab-case name, used as the SARIF rule name."""
-    severity: Severity
-    """Default severity; a finding may carry a different one (e.g. from the policy entry)."""
-    confidence: Confidence
-    cwe: int | None
-    summary: str
-    description: str
-
+from modelshield.rules.rule import Rule
 
 _RULES = (
     Rule(
@@ -255,7 +242,22 @@ _CONTAINER_RULES = (
     ),
 )
 
-RULES: dict[str, Rule] = {r.id: r for r in (*_RULES, *_CONTAINER_RULES)}
+
+def _all_rules() -> dict[str, Rule]:
+    from modelshield.checks import CHECKS  # format checks declare their own rule families
+
+    rules = [*_RULES, *_CONTAINER_RULES]
+    for module in CHECKS:
+        rules.extend(module.RULES)
+    by_id: dict[str, Rule] = {}
+    for r in rules:
+        if r.id in by_id:
+            raise AssertionError(f"duplicate rule id {r.id}")
+        by_id[r.id] = r
+    return dict(sorted(by_id.items()))
+
+
+RULES: dict[str, Rule] = _all_rules()
 
 
 def get_rule(rule_id: str) -> Rule:
