@@ -389,6 +389,10 @@ class Analyzer:
                         member=self._chain(blob, a.member) if a.member else None,
                     )
                 )
+        for module in CHECKS:
+            hook = getattr(module, "check_zip", None)
+            if hook is not None:
+                hook(Context(self, blob, out), ZipView(buf, size, arc))
         fmt = "pytorch" if layout.pickles else ("torchscript" if layout.code else "zip")
         if layout.code:
             fmt = "torchscript"
@@ -715,6 +719,26 @@ class Analyzer:
             cover(CoverageStatus.INCONCLUSIVE, "7z", f"cannot be read: {type(exc).__name__}")
             return
         cover(CoverageStatus.SCANNED, "7z")
+
+
+class ZipView:
+    """A listed zip archive that format checks can read members of (bounded, lenient)."""
+
+    def __init__(self, buf: Buffer, size: int, archive: zipf.ZipArchive) -> None:
+        self.buf = buf
+        self.size = size
+        self.archive = archive
+        self.names = {e.name: e for e in archive.entries}
+
+    def read(self, name: str, max_size: int = 64 << 20) -> bytes | None:
+        """The member's bytes, or None when absent, unreadable or larger than ``max_size``."""
+        entry = self.names.get(name)
+        if entry is None or entry.data_offset < 0:
+            return None
+        try:
+            return zipf.read_member(self.buf, self.size, entry, max_size=max_size)
+        except (zipf.ZipError, zipf.MemberTooLarge):
+            return None
 
 
 class _Cover(Protocol):

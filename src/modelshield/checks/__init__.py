@@ -9,6 +9,10 @@ Each module exposes:
   ``ctx``, hand embedded payloads back with ``ctx.scan_child``. Never execute, render, import or
   evaluate anything from the blob.
 
+A module may also expose ``check_zip(ctx: Context, zip: ZipView) -> None``, called for every
+zip archive before its members are analysed one by one (e.g. Keras ``.keras`` archives, whose
+``config.json`` needs the Keras rules, not just a text scan).
+
 The order of :data:`CHECKS` is the order in which ``matches`` is tried, after the formats with
 a fixed signature (pickle, zip, NumPy, compression, tar, 7z).
 """

@@ -171,6 +171,8 @@ class _Run:
         self.depth = depth
         self.stack: list[Value] = []
         self.metastack: list[list[Value]] = []
+        self.marked = 0
+        """Values held in the lists on the mark stack (kept up to date for the stack bound)."""
         self.memo: dict[int, Value] = {}
         self.proto = 0
         self.events: list[Event] = []
@@ -189,7 +191,7 @@ class _Run:
         limit = self.m.limits.max_stack
         if len(self.metastack) > limit:
             raise _Limit(LimitKind.STACK)
-        if len(self.stack) + sum(map(len, self.metastack)) > limit:
+        if len(self.stack) + len(self.metastack) + self.marked > limit:
             raise _Limit(LimitKind.STACK)
 
     def pop(self) -> Value:
@@ -207,6 +209,7 @@ class _Run:
             raise _Broken("could not find MARK")
         items = self.stack
         self.stack = self.metastack.pop()
+        self.marked -= len(self.stack)
         return items
 
     # ------------------------------------------------------------------ events
@@ -547,6 +550,7 @@ def _arg_bytes(arg: object) -> memoryview:
 
 def _op_mark(r: _Run, arg: object) -> None:
     r.metastack.append(r.stack)
+    r.marked += len(r.stack)
     r.stack = []
 
 
@@ -586,7 +590,10 @@ def _op_float(r: _Run, arg: object) -> None:
 def _op_int(r: _Run, arg: object) -> None:
     assert isinstance(arg, bytes)
     raw = _c_string(arg)
-    if raw == b"00":
+    if not raw and arg:
+        # strtol converts nothing and stops at the NUL: CPython accepts that as 0.
+        r.push(Const(0))
+    elif raw == b"00":
         r.push(Const(False))
     elif raw == b"01":
         r.push(Const(True))
