@@ -40,6 +40,8 @@ from modelshield.rules.catalog import RULES
 from modelshield.rules.pickle_rules import Where, pickle_findings
 
 _HEAD = 512
+_POLYGLOT_COPY_LIMIT = 1 << 30
+"""Largest embedded pickle copied out to look for a zip archive appended to it."""
 
 
 @dataclass(frozen=True)
@@ -317,11 +319,12 @@ class Analyzer:
         out.bytes_read += analysed
         self._disguise_check(blob, out, "a pickle")
         # A pickle at the start and a zip archive at the end: both readings are loadable.
-        if blob.depth == 0 and blob.start == 0 and analysis.streams:
-            eocd = zipf.find_eocd(blob.buf, blob.end)
+        if analysis.streams and (blob.start == 0 or blob.size <= _POLYGLOT_COPY_LIMIT):
+            whole = blob.materialise()
+            eocd = zipf.find_eocd(whole, blob.size)
             if eocd is not None and eocd >= analysis.streams[0].end:
                 try:
-                    zipf.read_zip(blob.buf, blob.end, max_entries=self.containers.max_members)
+                    zipf.read_zip(whole, blob.size, max_entries=self.containers.max_members)
                 except zipf.ZipError:
                     pass
                 else:
@@ -463,7 +466,7 @@ class Analyzer:
             return True
         room = min(lim.max_member_size, lim.max_total - out.decompressed)
         try:
-            data = zipf.read_member(buf, size, entry, max_size=room)
+            spilled = comp.collect(zipf.iter_member(buf, size, entry, max_size=room))
         except zipf.MemberTooLarge:
             out.findings.append(
                 _finding(
@@ -497,8 +500,11 @@ class Analyzer:
                 )
             )
             return False
-        out.decompressed += len(data)
-        self.scan_blob(blob.child(name, data, 0, len(data), name), out)
+        try:
+            out.decompressed += spilled.size
+            self.scan_blob(blob.child(name, spilled.buf, 0, spilled.size, name), out)
+        finally:
+            spilled.close()
         return True
 
     def _torchscript_source(
@@ -609,8 +615,27 @@ class Analyzer:
         fileobj = io.BytesIO(memoryview(blob.buf)[blob.start : blob.end])
         partial = False
         try:
-            with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            # ignore_zeros: step over damaged headers block by block, as GNU tar does, instead
+            # of treating the first bad header as the end of the archive.
+            with tarfile.open(fileobj=fileobj, mode="r:", ignore_zeros=True) as tar:
+                expected = 0
                 for count, info in enumerate(tar):
+                    if info.offset > expected and any(
+                        memoryview(blob.buf)[blob.start + expected : blob.start + info.offset]
+                    ):
+                        partial = True
+                        out.findings.append(
+                            _finding(
+                                "MS206",
+                                f"damaged tar header(s) between bytes {expected} and "
+                                f"{info.offset} skipped; members after them were analysed",
+                                blob,
+                                offset=blob.start + expected,
+                            )
+                        )
+                    expected = info.offset_data + (
+                        -(-info.size // 512) * 512 if info.isreg() else 0
+                    )
                     if count >= lim.max_members:
                         out.findings.append(
                             _finding(
@@ -669,6 +694,7 @@ class Analyzer:
     def _seven_zip(self, blob: Blob, out: FileOutcome, cover: _Cover) -> None:
         try:
             import py7zr  # type: ignore[import-not-found, unused-ignore]
+            import py7zr.io  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             cover(
                 CoverageStatus.INCONCLUSIVE,
@@ -708,8 +734,22 @@ class Analyzer:
                         cover(CoverageStatus.PARTIAL, "7z", "member limit")
                         return
                 arc.reset()
-                for name, fh in (arc.readall() or {}).items():
-                    data = fh.read()
+                factory = py7zr.io.BytesIOFactory(lim.max_member_size + 1)
+                arc.extractall(factory=factory)
+                for name, product in factory.products.items():
+                    product.seek(0)
+                    data = product.read()
+                    if len(data) > lim.max_member_size:
+                        out.findings.append(
+                            _finding(
+                                "MS203",
+                                "member larger than the limit",
+                                blob,
+                                member=self._chain(blob, name),
+                            )
+                        )
+                        cover(CoverageStatus.PARTIAL, "7z", "member limit")
+                        return
                     out.decompressed += len(data)
                     self.scan_blob(
                         blob.child(name, data, 0, len(data), os.path.basename(name)), out
@@ -754,20 +794,25 @@ class _TorchLayout:
 
 
 def _torch_layout(arc: zipf.ZipArchive) -> _TorchLayout:
-    """Which members are PyTorch records: pickles, raw storages, TorchScript code."""
+    """Which members are PyTorch records: pickles, raw storages, TorchScript code.
+
+    PyTorch looks records up case-insensitively (miniz), so names are compared lowered.
+    """
     layout = _TorchLayout()
     for e in arc.entries:
-        if e.name.endswith("/data.pkl") and e.name.count("/") == 1:
+        low = e.name.lower()
+        if low.endswith("/data.pkl") and low.count("/") == 1:
             layout.prefix = e.name[: -len("data.pkl")]
             layout.pickles.append(e.name)
     if not layout.prefix:
         return layout
-    data_dir = layout.prefix + "data/"
-    code_dir = layout.prefix + "code/"
+    data_dir = layout.prefix.lower() + "data/"
+    code_dir = layout.prefix.lower() + "code/"
     for e in arc.entries:
-        if e.name.startswith(data_dir) and e.name[len(data_dir) :].isdigit():
+        low = e.name.lower()
+        if low.startswith(data_dir) and low[len(data_dir) :].isdigit():
             layout.storages.add(e.name)
-        elif e.name.startswith(code_dir) and e.name.endswith(".py"):
+        elif low.startswith(code_dir) and low.endswith(".py"):
             layout.code.add(e.name)
     return layout
 

@@ -174,6 +174,14 @@ def _walk(
             rel_in_tree = full.relative_to(root).as_posix()
             shown = _display(shown_root, root, full)
             if config.include and not _matches(rel_in_tree, config.include):
+                skipped.append(
+                    Coverage(
+                        shown,
+                        CoverageStatus.SKIPPED,
+                        "excluded",
+                        reason="not matched by the include patterns",
+                    )
+                )
                 continue
             if config.exclude and _matches(rel_in_tree, config.exclude):
                 skipped.append(

@@ -159,13 +159,6 @@ class Packing:
     marks: tuple[pytest.MarkDecorator, ...] = ()
 
 
-SEVEN_ZIP_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: analysis._seven_zip calls SevenZipFile.readall(), removed in py7zr 1.0 "
-    "(installed: 1.1.4); every 7z archive ends as MS206 'cannot be read' + inconclusive and "
-    "its members are never analysed",
-)
-
 PACKINGS = (
     Packing(
         "zip-stored",
@@ -215,7 +208,6 @@ PACKINGS = (
         seven_zip_read,
         MEMBER,
         "7z",
-        (SEVEN_ZIP_BUG,),
     ),
     Packing("gz", "model.pkl.gz", gzip.compress, gzip.decompress, "<gzip content>", "gzip"),
     Packing("bz2", "model.pkl.bz2", bz2.compress, bz2.decompress, "<bzip2 content>", "bzip2"),
@@ -338,7 +330,6 @@ def test_benign_archive_of_pickles_and_text_is_clean(tmp_path: Path) -> None:
     assert {c.format for c in result.coverage} >= {"zip", "gzip", "tar", "pickle", "text"}
 
 
-@SEVEN_ZIP_BUG
 def test_benign_7z_with_several_members_is_clean(tmp_path: Path) -> None:
     path = tmp_path / "bundle.7z"
     path.write_bytes(seven_zip_bytes([(MEMBER, BENIGN), ("notes.txt", b"hello")]))
@@ -478,13 +469,6 @@ def test_zip_bomb_by_ratio_stops_at_member_limit(gigabyte_bomb: Path) -> None:
     assert not as_result(out).complete
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: zip.read_member inflates a deflated member into one bytes object (no spill "
-    "to a temporary file as compression.collect does); under the default 8 GiB member limit a "
-    "zip bomb costs its inflated size in memory, more than once (256 MiB member: +400 MiB "
-    "peak RSS; 1 GiB member: ~2 GiB)",
-)
 def test_zip_bomb_under_default_limits_keeps_memory_flat(tmp_path: Path) -> None:
     path = tmp_path / "bomb.zip"
     write_zip_bomb(path, [("zeros.bin", 256 << 20)])
@@ -690,12 +674,6 @@ def test_damaged_container_is_reported_and_not_clean(
     assert not result.is_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: analysis._tar relies on tarfile, which treats an invalid header after "
-    "offset 0 as the end of the archive; the tar is reported 'scanned' with no MS206, while "
-    "GNU tar skips the bad header and extracts the malicious member behind it",
-)
 def test_tar_member_hidden_behind_a_damaged_header_is_not_clean(
     tmp_path: Path, payload: tuple[bytes, Path]
 ) -> None:

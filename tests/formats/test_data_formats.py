@@ -269,13 +269,6 @@ def _tensor_starting_with(prefix: bytes) -> bytes:
     return head + rest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: compression.sniff_compression takes any two bytes that pass the zlib header "
-    "check (~1 in 2000 arbitrary files) for a zlib stream; analysis._compressed then reports "
-    "MS206 + INCONCLUSIVE, so a raw tensor makes the scan incomplete (CLI exit 3). No loader "
-    "runs code from bytes that fail to inflate: they should fall back to data",
-)
 def test_raw_tensor_that_looks_like_a_zlib_header_is_data() -> None:
     data = _tensor_starting_with(b"8\x8d")  # 0x388d % 31 == 0: a valid zlib header
     result = scan_bytes(data, "weights.bin")
@@ -284,13 +277,6 @@ def test_raw_tensor_that_looks_like_a_zlib_header_is_data() -> None:
     assert not result.findings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (false positive): sniff.runs_as_pickle treats a leading EXT1/EXT2/EXT4 "
-    "opcode (0x82-0x84) as a pickle; pickle.loads rejects it ('unregistered extension code') "
-    "before importing anything, yet the buffer is reported as a pickle with MS109 + MS100 "
-    "(medium). Hits ~1.4% of random float32 tensors and msgpack fixmaps of 2-4 entries",
-)
 @pytest.mark.parametrize(
     ("name", "data"),
     [

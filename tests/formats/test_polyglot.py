@@ -117,12 +117,6 @@ def test_benign_pickle_without_zip_is_not_a_polyglot(tmp_path: Path) -> None:
     assert result.is_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: analysis._pickle only looks for the zip reading when blob.depth == 0; a "
-    "pickle/zip polyglot inside an archive member (or a compressed stream) is analysed as a "
-    "pickle only, and the malicious archive/data.pkl of its zip reading is missed (scan CLEAN)",
-)
 @pytest.mark.parametrize("wrapper", ["zip", "gzip"])
 def test_polyglot_inside_a_container_is_analysed_both_ways(
     tmp_path: Path, payload: tuple[bytes, Path], wrapper: str

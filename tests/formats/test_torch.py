@@ -197,22 +197,7 @@ MODULES: dict[str, Callable[[], torch.nn.Module]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: false positive MS105 MEDIUM for torch.nn.functional.relu, the "
-                "activation a TransformerEncoderLayer keeps as an attribute (imported, not called)",
-            ),
-        )
-        if k == "TransformerEncoderLayer"
-        else k
-        for k in sorted(MODULES)
-    ],
-)
+@pytest.mark.parametrize("kind", sorted(MODULES))
 def test_full_module_save_is_clean(tmp_path: Path, kind: str) -> None:
     # torch.save(model): the pickle names torch.nn classes (no user classes here).
     path, result = write_and_scan(tmp_path, torch_checkpoint(MODULES[kind]()), "model.pth")
@@ -246,12 +231,6 @@ def test_legacy_format_is_clean(tmp_path: Path) -> None:
     assert_clean(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: false positive MS103 HIGH on every legacy (pre-1.6) full-module save: "
-    "modules are persistent IDs ('module', cls, file, source) whose persistent_load returns the "
-    "allowlisted class, then NEWOBJ instantiates it",
-)
 def test_legacy_full_module_is_clean(tmp_path: Path) -> None:
     data = torch_checkpoint(MODULES["Sequential"](), _use_new_zipfile_serialization=False)
     _, result = write_and_scan(tmp_path, data, "legacy.pt")
@@ -269,7 +248,6 @@ def test_scripted_module_is_reported_as_torchscript_only(tmp_path: Path) -> None
     path, result = write_and_scan(tmp_path, affine_torchscript())
     jit_load(path)
     _benign_torchscript_is_reported_as_info(result)
-    # The compiled class of the model is the only other thing above INFO (see the xfail below).
     assert_clean(result, allow=("MS113",))
 
 
@@ -284,11 +262,6 @@ def test_traced_module_is_reported_as_torchscript_only(tmp_path: Path) -> None:
     assert_clean(result, allow=("MS113",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MS113 MEDIUM for the __torch__.* classes of every TorchScript archive "
-    "(torch.jit.load resolves them to compiled TorchScript types, never imports Python)",
-)
 def test_torchscript_compiled_classes_are_not_unknown_classes(tmp_path: Path) -> None:
     _, result = write_and_scan(tmp_path, affine_torchscript())
     assert_clean(result)
@@ -537,11 +510,6 @@ def test_benign_checkpoint_named_safetensors_is_reported(tmp_path: Path) -> None
     assert has_rule(result, "MS205", Severity.MEDIUM), describe(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a checkpoint whose record is archive/DATA.PKL (read by torch as data.pkl) is "
-    "not recognised as PyTorch, so a .safetensors name is not reported (MS205 missing)",
-)
 def test_upper_case_checkpoint_named_safetensors_is_reported(tmp_path: Path) -> None:
     members = [replace(m, name=m.name.replace("data.pkl", "DATA.PKL")) for m in sample_members()]
     path, result = write_and_scan(tmp_path, write_zip(members), "model.safetensors")
@@ -695,11 +663,6 @@ def test_torchscript_setstate_that_writes_a_file_is_flagged(tmp_path: Path) -> N
     assert not result.is_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TorchScript code under archive/CODE/ or named *.PY is read by torch.jit.load "
-    "(case-insensitive lookup) but the scanner does not treat it as TorchScript: no MS204",
-)
 @pytest.mark.parametrize("rename", ["/code/->/CODE/", ".py->.PY"])
 def test_torchscript_code_with_other_case_is_flagged(tmp_path: Path, rename: str) -> None:
     marker = tmp_path / "marker"

@@ -60,9 +60,9 @@ def sniff_compression(head: bytes) -> str | None:
         return "zstd"
     if head.startswith(b"\x04\x22\x4d\x18"):
         return "lz4"
-    if head.startswith(b"ZF0x") and len(head) > _ZF_HEADER and _is_zlib(head[_ZF_HEADER:]):
+    if head.startswith(b"ZF0x") and len(head) > _ZF_HEADER and _inflates(head[_ZF_HEADER:]):
         return "joblib-zf"
-    if _is_zlib(head):
+    if _inflates(head):
         return "zlib"
     if len(head) >= 13 and head[0] == 0x5D and head[1:5] != b"\x00\x00\x00\x00":
         # Raw ("alone") LZMA: properties byte 0x5d, dictionary size, then the size or -1.
@@ -70,6 +70,17 @@ def sniff_compression(head: bytes) -> str | None:
         if dict_size & (dict_size - 1) == 0 or dict_size == 0xFFFFFFFF:
             return "lzma"
     return None
+
+
+def _inflates(head: bytes) -> bool:
+    """A zlib header (1 in ~2000 random byte pairs pass) whose first bytes also inflate."""
+    if not _is_zlib(head):
+        return False
+    try:
+        zlib.decompressobj().decompress(head, 1 << 16)
+    except zlib.error:
+        return False
+    return True
 
 
 def _is_zlib(head: bytes) -> bool:

@@ -98,6 +98,7 @@ def runs_as_pickle(analysis: PickleAnalysis, *, text: bool = False) -> bool:
     for ev in first.events:
         if ev.kind in kinds and ev.name and is_identifier_path(ev.name):
             return True
-        if ev.kind in (EventKind.DYNAMIC_IMPORT, EventKind.EXT):
+        # EXT opcodes are not evidence: with copyreg's empty registry the loader rejects them.
+        if ev.kind is EventKind.DYNAMIC_IMPORT:
             return True
     return False

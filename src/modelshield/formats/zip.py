@@ -2,8 +2,8 @@
 
 PyTorch reads checkpoints with miniz: it finds the end-of-central-directory record from the end of
 the file, trusts the central directory for sizes and methods, skips the local header using the
-*local* name and extra lengths, and does not check CRCs or honour general-purpose flag bits
-(encryption, data descriptors). Python's ``zipfile`` refuses some of those files, which is how
+*local* name and extra lengths, does not check CRCs, ignores local-header flag bits and most
+central ones (it refuses encrypted members), and looks names up case-insensitively. Python's ``zipfile`` refuses some of those files, which is how
 scanners built on it have been bypassed. This reader follows the lenient rules, records every
 inconsistency as an anomaly, and never decompresses more than it is allowed to.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from modelshield.pickle.opcodes import Buffer
@@ -186,8 +187,9 @@ def read_zip(buf: Buffer, size: int, *, max_entries: int = 100_000) -> ZipArchiv
             arc.anomalies.append(
                 Anomaly(
                     "encrypted-flag",
-                    "the encryption flag is set; PyTorch ignores it and reads the bytes as is, "
-                    "Python's zipfile refuses the member",
+                    "the encryption flag is set: PyTorch and Python's zipfile refuse the "
+                    "member, other readers may decrypt or ignore it; its bytes were analysed "
+                    "as stored",
                     name,
                 )
             )
@@ -279,6 +281,46 @@ def member_span(entry: ZipEntry, size: int) -> tuple[int, int] | None:
     if end > size:
         return None
     return entry.data_offset, end
+
+
+def iter_member(
+    buf: Buffer, size: int, entry: ZipEntry, *, max_size: int, chunk: int = 1 << 20
+) -> Iterator[bytes]:
+    """The member's uncompressed bytes in chunks (no CRC check), for large members.
+
+    Raises :class:`MemberTooLarge` past ``max_size`` and :class:`ZipError` on bad data.
+    """
+    span = member_span(entry, size)
+    if span is None:
+        raise ZipError(f"member data of {entry.name!r} lies outside the file")
+    raw = memoryview(buf)[span[0] : span[1]]
+    if entry.method == STORED:
+        if len(raw) > max_size:
+            raise MemberTooLarge(max_size)
+        for pos in range(0, len(raw), chunk):
+            yield bytes(raw[pos : pos + chunk])
+        return
+    if entry.method != DEFLATED:
+        raise ZipError(f"{entry.name!r} uses compression method {entry.method}")
+    d = zlib.decompressobj(-15)
+    produced = 0
+    try:
+        for pos in range(0, len(raw), chunk):
+            data: bytes | memoryview = raw[pos : pos + chunk]
+            while True:
+                out = d.decompress(data, chunk)
+                produced += len(out)
+                if produced > max_size:
+                    raise MemberTooLarge(max_size)
+                if out:
+                    yield out
+                data = d.unconsumed_tail
+                if d.eof or (not data and len(out) < chunk):
+                    break
+            if d.eof:
+                return
+    except zlib.error as exc:
+        raise ZipError(f"cannot inflate {entry.name!r}: {exc}") from None
 
 
 def read_member(buf: Buffer, size: int, entry: ZipEntry, *, max_size: int) -> bytes:

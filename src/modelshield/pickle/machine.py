@@ -638,7 +638,22 @@ def _op_persid(r: _Run, arg: object) -> None:
 def _op_binpersid(r: _Run, arg: object) -> None:
     pid = r.pop()
     r.emit(EventKind.PERSID, evidence=f"persistent_load({render(pid)})")
-    r.push(Persistent(pid))
+    r.push(_persistent(pid))
+
+
+def _persistent(pid: Value) -> Value:
+    """Legacy ``torch.save`` stores modules as ``('module', cls, file, source)`` persistent IDs
+    whose loader returns ``cls`` (a global, judged like any other); other IDs stay opaque."""
+    if (
+        isinstance(pid, Seq)
+        and pid.kind == "tuple"
+        and pid.total >= 2
+        and isinstance(pid.items[0], Const)
+        and pid.items[0].value == "module"
+        and isinstance(pid.items[1], Ref)
+    ):
+        return pid.items[1]
+    return Persistent(pid)
 
 
 def _op_reduce(r: _Run, arg: object) -> None:

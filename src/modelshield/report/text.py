@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from modelshield.findings import Coverage, Finding, ScanResult, Severity
+from modelshield.findings import Coverage, CoverageStatus, Finding, ScanResult, Severity
 from modelshield.report._common import (
     TOOL_NAME,
     Verdict,
@@ -185,6 +185,15 @@ def _coverage_section(result: ScanResult, paint: _Painter) -> list[str]:
     if skipped:
         lines.append(f"Skipped ({len(skipped)}):")
         lines.extend(_coverage_line(c) for c in skipped)
+    # Scanned inputs reached through a symlink that leaves the tree: said, never silent.
+    followed = [
+        c
+        for c in result.coverage
+        if c.status is CoverageStatus.SCANNED and c.reason and "symlink" in c.reason
+    ]
+    if followed:
+        lines.append(f"Followed symlinks ({len(followed)}):")
+        lines.extend(_coverage_line(c) for c in followed)
     return lines
 
 
