@@ -19,6 +19,14 @@ from modelshield.findings import (
 )
 from modelshield.scanner import scan, scan_bytes
 
+
+def safe_load(path: str, **kwargs: object) -> object:
+    """Scan ``path`` and load the same bytes under the allowlist (see :mod:`modelshield.load`)."""
+    from modelshield.load import safe_load as _safe_load
+
+    return _safe_load(path, **kwargs)  # type: ignore[arg-type]
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "ScanResult",
     "Severity",
     "__version__",
+    "safe_load",
     "scan",
     "scan_bytes",
 ]

@@ -735,7 +735,7 @@ class Analyzer:
                         return
                 arc.reset()
                 factory = py7zr.io.BytesIOFactory(lim.max_member_size + 1)
-                arc.extractall(factory=factory)
+                arc.extractall(factory=factory)  # noqa: S202 - in memory: nothing is written
                 for name, product in factory.products.items():
                     product.seek(0)
                     data = product.read()

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from modelshield import __version__
 from modelshield.config import Config, discover_config, load_config_file
-from modelshield.errors import ModelShieldError
+from modelshield.errors import ModelShieldError, UnsafeInputError
 from modelshield.findings import ScanResult, Severity
 from modelshield.report import FORMATS, render
 from modelshield.rules.catalog import RULES
@@ -112,6 +112,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
+    c = sub.add_parser(
+        "convert",
+        help="convert a checkpoint to safetensors without executing it",
+        description="Convert PyTorch (zip or legacy), NumPy .npy/.npz or pickled arrays to "
+        "safetensors. The input is scanned first; the pickle is never executed and torch is "
+        "not needed.",
+    )
+    c.add_argument("input", metavar="IN")
+    c.add_argument("output", metavar="OUT", nargs="?", help="default: IN with .safetensors")
+    c.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    c.add_argument(
+        "--strict", action="store_true", help="fail if any non-tensor entry would be left out"
+    )
+    c.add_argument(
+        "--unsafe-convert-flagged",
+        action="store_true",
+        help="UNSAFE: convert even if the scanner flags the input (nothing is executed)",
+    )
+    fp = sub.add_parser(
+        "fingerprint",
+        help="print a format-independent fingerprint of a model's weights",
+        description="Same value for a checkpoint and its safetensors conversion; see the "
+        "README for the scheme.",
+    )
+    fp.add_argument("paths", nargs="+", metavar="PATH")
+    fp.add_argument("--json", action="store_true", help="per-tensor digests as JSON")
+
     sub.add_parser("rules", help="list the rules and what they detect")
     d = sub.add_parser("demo", help="scan two built-in example files (one benign, one malicious)")
     d.add_argument("-f", "--format", choices=FORMATS, default="text")
@@ -172,6 +199,58 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return exit_code(result, threshold)
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from modelshield.convert import convert
+
+    report = convert(
+        args.input,
+        args.output,
+        allow_unsafe=args.unsafe_convert_flagged,
+        allow_skipped=not args.strict,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"wrote {report.output}: {report.tensors} tensors, {report.bytes_written} bytes, "
+        "verified against the source"
+    )
+    for alias, target in sorted(report.aliases.items()):
+        print(f"  tied: {alias} -> {target} (stored once; alias recorded in metadata)")
+    for entry in report.skipped:
+        print(f"  left out (not a tensor): {entry}", file=sys.stderr)
+    return EXIT_CLEAN
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    import json
+
+    from modelshield.fingerprint import fingerprint
+
+    for path in args.paths:
+        fp = fingerprint(path)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "path": path,
+                        "fingerprint": fp.value,
+                        "scheme": fp.scheme,
+                        "tensors": [
+                            {
+                                "name": t.name,
+                                "dtype": t.dtype,
+                                "shape": list(t.shape),
+                                "sha256": t.sha256,
+                            }
+                            for t in fp.tensors
+                        ],
+                    }
+                )
+            )
+        else:
+            print(f"{fp.value}  {path}")
+    return EXIT_CLEAN
+
+
 def _cmd_rules() -> int:
     for rule in RULES.values():
         cwe = f" CWE-{rule.cwe}" if rule.cwe else ""
@@ -213,12 +292,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_scan(args)
         if args.command == "rules":
             return _cmd_rules()
+        if args.command == "convert":
+            return _cmd_convert(args)
+        if args.command == "fingerprint":
+            return _cmd_fingerprint(args)
         if args.command == "demo":
             return _cmd_demo(args)
         parser.print_help()
         return EXIT_ERROR
+    except UnsafeInputError as exc:
+        print(f"modelshield: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_UNSAFE
     except ModelShieldError as exc:
         print(f"modelshield: error: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"modelshield: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("modelshield: interrupted", file=sys.stderr)

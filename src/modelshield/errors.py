@@ -32,3 +32,7 @@ class PolicyError(ModelShieldError):
 
 class InputError(ModelShieldError):
     """An input path does not exist or cannot be read."""
+
+
+class UnsafeInputError(ModelShieldError):
+    """The scanner flagged an input that an operation (convert, load) was asked to use."""

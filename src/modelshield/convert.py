@@ -1,0 +1,155 @@
+"""Convert checkpoints to safetensors without executing the pickle and without torch.
+
+The input is scanned first; a file with findings at or above the threshold is refused unless
+the caller passes ``allow_unsafe=True`` (``--unsafe-convert-flagged`` on the command line). Tensors
+are read through :mod:`modelshield.tensors` (a restricted unpickler that imports nothing), written
+one at a time to a temporary file beside the output (memory: the largest tensor plus a small
+constant), verified by reading the output back, and moved into place atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelshield.errors import ModelShieldError, UnsafeInputError
+from modelshield.findings import ScanResult, Severity
+from modelshield.scanner import scan
+from modelshield.tensors import ALIAS_KEY, ConversionError, TensorSet, iter_unique, read_tensors
+
+
+class RefusedConversionError(UnsafeInputError):
+    """The input has findings at or above the threshold; conversion was refused."""
+
+    def __init__(self, path: str, result: ScanResult, threshold: Severity) -> None:
+        self.path = path
+        self.result = result
+        hits = result.at_or_above(threshold)
+        lines = [f"  {f.rule_id} {f.severity.label}: {f.message}" for f in hits[:10]]
+        super().__init__(
+            f"{path}: refused to convert: {len(hits)} finding(s) at or above {threshold.label}\n"
+            + "\n".join(lines)
+            + "\nRe-run with --unsafe-convert-flagged to convert anyway (nothing is executed, "
+            "but you are trusting a file the scanner flagged)."
+        )
+
+
+@dataclass
+class ConversionReport:
+    source: str
+    output: str
+    tensors: int = 0
+    bytes_written: int = 0
+    aliases: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    """Non-tensor entries left out (reported, never silently dropped)."""
+    verified: bool = False
+
+
+def default_output(path: str) -> str:
+    p = Path(path)
+    return str(p.with_suffix(".safetensors") if p.suffix else p.with_name(p.name + ".safetensors"))
+
+
+def convert(
+    source: str,
+    output: str | None = None,
+    *,
+    threshold: Severity = Severity.HIGH,
+    allow_unsafe: bool = False,
+    allow_skipped: bool = True,
+    overwrite: bool = False,
+) -> ConversionReport:
+    """Convert ``source`` to safetensors at ``output`` (default: same name, ``.safetensors``)."""
+    out_path = output or default_output(source)
+    if os.path.abspath(out_path) == os.path.abspath(source):
+        raise ModelShieldError("the output would overwrite the input")
+    if os.path.exists(out_path) and not overwrite:
+        raise ModelShieldError(f"{out_path} exists (use --overwrite to replace it)")
+    result = scan(source)
+    if result.at_or_above(threshold) and not allow_unsafe:
+        raise RefusedConversionError(source, result, threshold)
+    report = ConversionReport(source, out_path)
+    with read_tensors(source) as tensors:
+        report.skipped = list(tensors.skipped)
+        if report.skipped and not allow_skipped:
+            raise ConversionError(
+                f"{source}: {len(report.skipped)} non-tensor entries would be left out: "
+                + "; ".join(report.skipped[:5])
+            )
+        if not tensors.tensors:
+            raise ConversionError(f"{source}: no tensors found")
+        _write(tensors, out_path, report)
+    return report
+
+
+def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
+    groups = list(iter_unique(tensors.tensors))
+    names = [t.name for t, _ in groups]
+    if len(set(names)) != len(names):
+        raise ConversionError("duplicate tensor names")
+    header: dict[str, object] = {}
+    offset = 0
+    for t, aliases in groups:
+        header[t.name] = {
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+        for a in aliases:
+            report.aliases[a] = t.name
+    metadata = {"format": "pt", **tensors.metadata}
+    if report.aliases:
+        metadata[ALIAS_KEY] = json.dumps(report.aliases, sort_keys=True)
+    if report.skipped:
+        metadata["modelshield.skipped"] = json.dumps(report.skipped)
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
+    directory = os.path.dirname(os.path.abspath(out_path))
+    fd, tmp = tempfile.mkstemp(prefix=".modelshield-", suffix=".safetensors.tmp", dir=directory)
+    digests: list[str] = []
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(len(raw).to_bytes(8, "little"))
+            fh.write(raw)
+            for t, _ in groups:
+                data = t.read()
+                if len(data) != t.nbytes:
+                    raise ConversionError(
+                        f"{t.name}: storage holds {len(data)} bytes, expected {t.nbytes}"
+                    )
+                digests.append(hashlib.sha256(data).hexdigest())
+                fh.write(data)
+                del data
+            fh.flush()
+            os.fsync(fh.fileno())
+        _verify(tmp, groups, digests)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    report.tensors = len(groups)
+    report.bytes_written = 8 + len(raw) + offset
+    report.verified = True
+
+
+def _verify(path: str, groups: list, digests: list[str]) -> None:  # type: ignore[type-arg]
+    """Read the written file back and compare every tensor with what was read from the source."""
+    with read_tensors(path) as written:
+        by_name = {t.name: t for t in written.tensors}
+        for (t, aliases), digest in zip(groups, digests, strict=True):
+            w = by_name.get(t.name)
+            if w is None or w.dtype != t.dtype or w.shape != t.shape:
+                raise ConversionError(f"verification failed for {t.name}: header mismatch")
+            if hashlib.sha256(w.read()).hexdigest() != digest:
+                raise ConversionError(f"verification failed for {t.name}: data mismatch")
+            for a in aliases:
+                if a not in by_name:
+                    raise ConversionError(f"verification failed: alias {a} missing")
