@@ -1,0 +1,57 @@
+"""OpenSSF Model Signing compatible signing and verification (needs ``cryptography``).
+
+>>> from modelshield.signing import sign_model, verify_model       # doctest: +SKIP
+>>> sign_model("my-model/", private_key="key.pem")                  # doctest: +SKIP
+>>> verify_model("my-model/", public_key="key.pub").ok              # doctest: +SKIP
+
+Hashing alone (:func:`hash_model`) needs nothing beyond the standard library; the rest imports
+``cryptography`` on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from modelshield.signing.errors import SigningError, VerificationError
+from modelshield.signing.hashing import (
+    DEFAULT_IGNORED,
+    Manifest,
+    Resource,
+    Serialization,
+    hash_model,
+)
+
+if TYPE_CHECKING:
+    from modelshield.signing.api import (
+        SignResult,
+        VerifyResult,
+        default_signature_path,
+        sign_model,
+        verify_model,
+    )
+
+_LAZY = {"SignResult", "VerifyResult", "default_signature_path", "sign_model", "verify_model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from modelshield.signing import api
+
+        return getattr(api, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "DEFAULT_IGNORED",
+    "Manifest",
+    "Resource",
+    "Serialization",
+    "SignResult",
+    "SigningError",
+    "VerificationError",
+    "VerifyResult",
+    "default_signature_path",
+    "hash_model",
+    "sign_model",
+    "verify_model",
+]
