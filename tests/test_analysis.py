@@ -98,7 +98,8 @@ def write_mixed_tree(root: Path, marker: Path) -> Path:
         "bundle.tar.gz": tar_gz_bytes([("a.pkl", BENIGN), ("c.json", b"{}")]),
         "stream.pkl.gz": gzip.compress(BENIGN),
         "deep.zip": deep_zip(10),  # beyond the default depth: inconclusive
-        "weights.h5": b"\x89HDF\r\n\x1a\n" + bytes(64),  # recognised, not analysed
+        # recognised, but its header cannot be read: numpy.load could still try it
+        "weights.npy": b"\x93NUMPY\x01\x00\x0c\x00{'descr': ?}" + bytes(16),
         "empty.bin": b"",
     }
     for i in range(18):
@@ -151,8 +152,8 @@ def test_incomplete_means_a_loader_could_run_it_but_we_could_not_analyse_it(tree
     result = scan(tree)
     by_key = {key(c): c for c in result.coverage}
 
-    h5 = by_key[(str(tree / "weights.h5"), None)]
-    assert (h5.status, h5.format) == (CoverageStatus.INCONCLUSIVE, "hdf5")
+    npy = by_key[(str(tree / "weights.npy"), None)]
+    assert (npy.status, npy.format) == (CoverageStatus.INCONCLUSIVE, "numpy")
     deep = [c for c in result.coverage if c.path.endswith("deep.zip")]
     assert any(
         c.status is CoverageStatus.INCONCLUSIVE and "nesting" in (c.reason or "") for c in deep
@@ -192,7 +193,7 @@ def test_json_report_lists_member_coverage(tree: Path) -> None:
     member = next(e for e in entries if e["member"] == "nested/model.pkl")
     assert member["path"].endswith("evil/bundle.zip")
     assert (member["status"], member["format"], member["complete"]) == ("scanned", "pickle", True)
-    gap = next(e for e in entries if e["path"].endswith("weights.h5"))
+    gap = next(e for e in entries if e["path"].endswith("weights.npy"))
     assert (gap["status"], gap["complete"]) == ("inconclusive", False)
     assert report["summary"]["complete"] is False
     assert report["verdict"] == "unsafe"
@@ -233,10 +234,10 @@ def test_text_report_names_recognised_formats_and_gaps(tree: Path) -> None:
     text = render_text(result, threshold=HIGH)
 
     coverage = next(line for line in text.splitlines() if line.startswith("Coverage"))
-    for fmt in ("pickle", "zip", "gzip", "tar", "text", "binary-data", "hdf5", "empty"):
+    for fmt in ("pickle", "zip", "gzip", "tar", "text", "binary-data", "numpy", "empty"):
         assert fmt in coverage, coverage
     assert "Not fully analysed" in text
-    assert "weights.h5 (hdf5)" in text
+    assert "weights.npy (numpy)" in text
     assert "deep.zip[l9.zip > " in text  # members are shown with their chain
     assert text.rstrip().splitlines()[-1].startswith("UNSAFE")
 

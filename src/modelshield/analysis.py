@@ -39,7 +39,8 @@ from modelshield.policy import Policy, Verdict
 from modelshield.rules.catalog import RULES
 from modelshield.rules.pickle_rules import Where, pickle_findings
 
-_HEAD = 512
+_HEAD = 4096
+"""Bytes read to recognise a format (HDF5 may start after a user block of up to 2 KiB here)."""
 _POLYGLOT_COPY_LIMIT = 1 << 30
 """Largest embedded pickle copied out to look for a zip archive appended to it."""
 
@@ -80,6 +81,9 @@ class Blob:
     """File or member name (for the extension check)."""
     fs_path: str | None = None
     """Real path of the top-level file, for checks that look beside it (ONNX external data)."""
+    is_file_content: bool = True
+    """True for the file itself and for the decompressed stream of a compressed file: what a
+    loader opening the file by its name reads (used to compare content with the name)."""
 
     @property
     def size(self) -> int:
@@ -90,7 +94,22 @@ class Blob:
 
     def child(self, member: str, buf: Buffer, start: int, end: int, name: str) -> Blob:
         chain = f"{self.member} > {member}" if self.member else member
-        return Blob(self.path, chain, buf, start, end, self.depth + 1, name, self.fs_path)
+        return Blob(self.path, chain, buf, start, end, self.depth + 1, name, self.fs_path, False)
+
+    def decompressed(self, member: str, buf: Buffer, size: int) -> Blob:
+        """The content of this blob's compressed stream (still 'the file' if this blob is)."""
+        chain = f"{self.member} > {member}" if self.member else member
+        return Blob(
+            self.path,
+            chain,
+            buf,
+            0,
+            size,
+            self.depth + 1,
+            self.name,
+            self.fs_path,
+            self.is_file_content,
+        )
 
     def materialise(self) -> Buffer:
         """The region as a standalone buffer (zero-copy when it is the whole buffer)."""
@@ -117,7 +136,6 @@ _DATA_MAGICS: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "png"),
     (b"\xff\xd8\xff", 0, "jpeg"),
     (b"GIF8", 0, "gif"),
-    (b"TFL3", 4, "tflite"),
     (b"\xba\x16\x4f\x2f", 0, "fasttext"),
     (b"lCRF", 0, "crfsuite"),
     (b"RIFF", 0, "riff"),
@@ -147,13 +165,6 @@ def _finding(
     )
 
 
-def _is_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
-
-
 class Analyzer:
     """Analyses inputs with one policy, limits and configuration."""
 
@@ -174,6 +185,8 @@ class Analyzer:
     def _keep(self, ev: Event) -> bool:
         # Calls and imports of allowlisted names never produce findings: do not store them.
         if ev.kind in (EventKind.CALL, EventKind.IMPORT) and ev.name is not None:
+            if ev.origin is not None:
+                return True  # needed to know that the global it names was called
             return self.policy.classify(ev.name).verdict is not Verdict.ALLOWED
         return True
 
@@ -276,13 +289,12 @@ class Analyzer:
         if kind == "lzma":
             self._compressed(blob, kind, out, cover)
             return
-        if zipf.find_eocd(blob.buf, blob.end) is not None and blob.start == 0:
-            self._zip(blob, out, cover)
-            return
+        # Formats without a signature at byte 0 (TFLite, ONNX, TF graphs, safetensors...) come
+        # before the zip fallback: a TFLite file may carry its metadata as an appended zip.
         if self._run_checks(blob, probe, out):
             return
-        if _is_safetensors(head, blob.size):
-            cover(CoverageStatus.SCANNED, "safetensors", "tensor data and a JSON header")
+        if self._zip_at_end(blob):
+            self._zip(blob, out, cover)
             return
         if text:
             cover(CoverageStatus.SCANNED, Format.TEXT.value)
@@ -298,6 +310,14 @@ class Analyzer:
             "no recognised model format; a pickle loader rejects it at byte "
             f"{err} before importing anything",
         )
+
+    def _zip_at_end(self, blob: Blob) -> bool:
+        """A zip archive found from the end of data that does not start with one."""
+        if blob.start == 0:
+            return zipf.find_eocd(blob.buf, blob.end) is not None
+        if blob.size > _POLYGLOT_COPY_LIMIT:
+            return False
+        return zipf.find_eocd(blob.materialise(), blob.size) is not None
 
     def _run_checks(self, blob: Blob, probe: Probe, out: FileOutcome) -> bool:
         """Hand the blob to the first format check that recognises it."""
@@ -347,12 +367,15 @@ class Analyzer:
         else:
             cover(CoverageStatus.SCANNED, "pickle")
 
-    def _disguise_check(self, blob: Blob, out: FileOutcome, what: str) -> None:
-        if blob.depth != 0:
+    def _disguise_check(
+        self, blob: Blob, out: FileOutcome, what: str, native: tuple[str, ...] = ()
+    ) -> None:
+        """MS205 when the file's name promises a safe format (``native``: names that fit)."""
+        if not blob.is_file_content:
             return
         ext = os.path.splitext(blob.name)[1].lower()
         label = _SAFE_EXTENSIONS.get(ext)
-        if label is not None:
+        if label is not None and ext not in native:
             out.findings.append(
                 _finding(
                     "MS205",
@@ -541,6 +564,7 @@ class Analyzer:
             return
         data_start = blob.start + header.data_offset
         if header.has_object:
+            self._disguise_check(blob, out, "a NumPy object array (a pickle)", (".npy",))
             # numpy.load(allow_pickle=True) unpickles the data of object arrays.
             analysis = self.analyse_pickle(blob.buf, data_start, blob.end)
             where = Where(
@@ -604,7 +628,7 @@ class Analyzer:
         try:
             out.decompressed += spilled.size
             inner = f"<{kind} content>"
-            self.scan_blob(blob.child(inner, spilled.buf, 0, spilled.size, blob.name), out)
+            self.scan_blob(blob.decompressed(inner, spilled.buf, spilled.size), out)
         finally:
             spilled.close()
         cover(CoverageStatus.SCANNED, kind)

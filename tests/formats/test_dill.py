@@ -313,12 +313,6 @@ def test_dill_get_attr_of_imported_module(protocol: int, tmp_path: Path) -> None
     assert_flagged(result, "dill._dill._import_module")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (explanation): dill._dill._get_attr / _import_module are not modelled like "
-    "getattr / importlib.import_module, so the call is reported as a computed object (MS103) "
-    "and os.system is never named",
-)
 def test_dill_get_attr_names_the_real_target(tmp_path: Path) -> None:
     data = _dill_get_attr(tmp_path / "marker", 2)
     assert_flagged(modelshield.scan_bytes(data, "model.dill"), "os.system")
@@ -411,13 +405,6 @@ DILL_HELPER_DATA: dict[str, tuple[Callable[[], Any], int]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (false positive): dill writes plain bytearray/complex/slice values and builtin "
-    "types through dill._dill._load_type('<builtin name>') and range/Ellipsis through "
-    "_eval_repr('range(0, 3)'); the scanner flags them CRITICAL (MS101 dill.*) + MS103 instead "
-    "of resolving _load_type to the builtin type and accepting dill's own literal reprs",
-)
 @pytest.mark.parametrize("case", sorted(DILL_HELPER_DATA))
 def test_dill_builtin_helpers_for_plain_data_are_clean(case: str) -> None:
     make, protocol = DILL_HELPER_DATA[case]
@@ -427,11 +414,6 @@ def test_dill_builtin_helpers_for_plain_data_are_clean(case: str) -> None:
     assert_clean(modelshield.scan_bytes(data, f"{case}.dill"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (false positive): a numpy record array (plain data) imports numpy.record, "
-    "which is not on the allowlist: MS105 medium with pickle, dill and cloudpickle alike",
-)
 @pytest.mark.parametrize("lib", ["pickle", "dill", "cloudpickle"])
 def test_record_array_is_clean(lib: str) -> None:
     value = np.rec.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")])

@@ -358,11 +358,6 @@ def test_plain_npy_named_safetensors_is_not_disguised() -> None:
     assert not result.findings, describe(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an object-array .npy (a container holding a pickle) named .safetensors gets no "
-    "MS205: Analyzer._npy never calls _disguise_check (only _pickle and torch zips do)",
-)
 def test_object_npy_named_safetensors_is_disguised(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     data = _npy(np.array([_evil(marker)], dtype=object))

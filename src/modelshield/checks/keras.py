@@ -140,11 +140,9 @@ _PY_BUILTINS = frozenset(dir(builtins))
 
 
 def matches(probe: Probe) -> bool:
-    # HDF5 files may start with a user block of 512, 1024, 2048... bytes; the probe's head only
-    # shows offset 0 (and the analyser only offers HDF5 magic found there).
-    return probe.head.startswith(HDF5_MAGIC) or (
-        len(probe.head) >= 520 and probe.head[512:520] == HDF5_MAGIC
-    )
+    # HDF5 files may start with a user block of 512, 1024, 2048... bytes (the probe's head is
+    # 4 KiB; the analyser offers HDF5 found at any of these offsets).
+    return any(probe.head[at : at + 8] == HDF5_MAGIC for at in (0, 512, 1024, 2048))
 
 
 # --------------------------------------------------------------------------- reporting

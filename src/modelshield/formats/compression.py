@@ -64,12 +64,35 @@ def sniff_compression(head: bytes) -> str | None:
         return "joblib-zf"
     if _inflates(head):
         return "zlib"
-    if len(head) >= 13 and head[0] == 0x5D and head[1:5] != b"\x00\x00\x00\x00":
-        # Raw ("alone") LZMA: properties byte 0x5d, dictionary size, then the size or -1.
-        dict_size = int.from_bytes(head[1:5], "little")
-        if dict_size & (dict_size - 1) == 0 or dict_size == 0xFFFFFFFF:
-            return "lzma"
+    if _is_lzma_alone(head):
+        return "lzma"
     return None
+
+
+def _is_lzma_alone(head: bytes) -> bool:
+    """Raw ("alone") LZMA, as joblib writes and ``lzma.open`` reads.
+
+    Header: properties byte (lc/lp/pb, < 225), a non-zero dictionary size, and the 8-byte
+    uncompressed size or -1. ``lzma.open`` would try any bytes, so beyond the header the start
+    must also decode to something (the range coder's first byte is always 0); a bare header
+    counts only with the standard properties byte 0x5d.
+    """
+    if len(head) < 13 or head[0] >= 225 or head[1:5] == b"\x00\x00\x00\x00":
+        return False
+    size = int.from_bytes(head[5:13], "little")
+    if size != 0xFFFFFFFFFFFFFFFF and size >= 1 << 48:
+        return False
+    if len(head) == 13:
+        return head[0] == 0x5D
+    if head[13] != 0:
+        return False
+    d = lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+    try:
+        out = d.decompress(head, 1 << 16)
+    except lzma.LZMAError:
+        return False
+    # A complete small stream, real content, or zeros (a bomb) behind the standard properties.
+    return d.eof or any(out) or (bool(out) and head[0] == 0x5D)
 
 
 def _inflates(head: bytes) -> bool:
@@ -102,32 +125,74 @@ def _chunks(buf: Buffer, start: int, end: int) -> Iterator[memoryview]:
 def _stream(
     make: Callable[[], object], buf: Buffer, start: int, end: int, cap: int
 ) -> Iterator[bytes]:
-    """Drive a zlib, bz2 or lzma decompressor object with bounded output."""
-    d = make()
-    decompress = d.decompress  # type: ignore[attr-defined]
-    is_zlib = hasattr(d, "unconsumed_tail")
+    """Drive zlib, bz2 or lzma decompressor objects with bounded output.
+
+    Like ``gzip.open``/``bz2.open``/``lzma.open`` (and joblib's readers), a stream that ends
+    before the data does is followed by the next one: concatenated members are all read. Bytes
+    after the last complete stream that do not start another one end the data.
+    """
     produced = 0
-    for chunk in _chunks(buf, start, end):
-        data: bytes | memoryview = chunk
-        while True:
-            out = decompress(data, CHUNK)
-            produced += len(out)
-            if produced > cap:
-                raise OutputLimit(cap)
-            if out:
-                yield out
-            if getattr(d, "eof", False):
+    pending: bytes | memoryview = b""
+    chunks = _chunks(buf, start, end)
+    first = True
+    while True:
+        d = make()
+        decompress = d.decompress  # type: ignore[attr-defined]
+        is_zlib = hasattr(d, "unconsumed_tail")
+        data: bytes | memoryview = pending
+        try:
+            while True:
+                if not data:
+                    nxt = next(chunks, None)
+                    if nxt is None:
+                        break
+                    data = nxt
+                out = decompress(data, CHUNK)
+                produced += len(out)
+                if produced > cap:
+                    raise OutputLimit(cap)
+                if out:
+                    yield out
+                if getattr(d, "eof", False):
+                    break
+                if is_zlib:
+                    data = d.unconsumed_tail  # type: ignore[attr-defined]
+                    if not data and len(out) == CHUNK:
+                        data = b""
+                        out2 = decompress(b"", CHUNK)
+                        produced += len(out2)
+                        if produced > cap:
+                            raise OutputLimit(cap)
+                        if out2:
+                            yield out2
+                else:
+                    data = b""
+                    while not d.needs_input and not d.eof:  # type: ignore[attr-defined]
+                        out2 = decompress(b"", CHUNK)
+                        produced += len(out2)
+                        if produced > cap:
+                            raise OutputLimit(cap)
+                        if out2:
+                            yield out2
+                    if d.eof:  # type: ignore[attr-defined]
+                        break
+        except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+            if first:
+                raise
+            return  # bytes after a complete stream that are not another one: trailing data
+        if not getattr(d, "eof", False):
+            if first:
+                raise DecompressError("compressed stream is truncated")
+            return
+        first = False
+        pending = bytes(d.unused_data)  # type: ignore[attr-defined]
+        if not pending:
+            nxt = next(chunks, None)
+            if nxt is None:
                 return
-            if is_zlib:
-                data = d.unconsumed_tail  # type: ignore[attr-defined]
-                if not data and len(out) < CHUNK:
-                    break
-            else:
-                data = b""
-                if d.needs_input:  # type: ignore[attr-defined]
-                    break
-    if not getattr(d, "eof", False):
-        raise DecompressError("compressed stream is truncated")
+            pending = bytes(nxt)
+        if not any(pending):
+            return  # zero padding after the last member (gzip tolerates it)
 
 
 def _zlib_like(wbits: int) -> Callable[[], object]:
@@ -157,7 +222,7 @@ def iter_decompress(fmt: str, buf: Buffer, start: int, end: int, cap: int) -> It
             yield from _zstd(buf, start, end, cap)
         else:
             raise DecompressError(f"unknown compression {fmt!r}")
-    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError, IndexError) as exc:
         raise DecompressError(f"invalid {fmt} data: {exc}") from None
 
 
@@ -166,13 +231,23 @@ def _zstd(buf: Buffer, start: int, end: int, cap: int) -> Iterator[bytes]:
         import zstandard  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise MissingCodec("zstd", "zstandard") from None
-    reader = zstandard.ZstdDecompressor().stream_reader(memoryview(buf)[start:end])
+    data = memoryview(buf)[start:end]
+    try:
+        expected = zstandard.get_frame_parameters(data).content_size
+    except zstandard.ZstdError as exc:
+        raise DecompressError(f"invalid zstd data: {exc}") from None
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
     produced = 0
-    while chunk := reader.read(CHUNK):
-        produced += len(chunk)
-        if produced > cap:
-            raise OutputLimit(cap)
-        yield chunk
+    try:
+        while chunk := reader.read(CHUNK):
+            produced += len(chunk)
+            if produced > cap:
+                raise OutputLimit(cap)
+            yield chunk
+    except zstandard.ZstdError as exc:
+        raise DecompressError(f"invalid zstd data: {exc}") from None
+    if expected != zstandard.CONTENTSIZE_UNKNOWN and produced < expected:
+        raise DecompressError("zstd stream is truncated")
 
 
 # ---------------------------------------------------------------------------- LZ4 frames
@@ -218,7 +293,10 @@ def _lz4_frames(data: memoryview, cap: int) -> Iterator[bytes]:
             if len(block) < bsize:
                 raise DecompressError("truncated LZ4 block")
             pos += bsize + (4 if block_checksum else 0)
-            out = bytes(block) if raw else _lz4_block(block, window, cap - produced)
+            try:
+                out = bytes(block) if raw else _lz4_block(block, window, cap - produced)
+            except OutputLimit:
+                raise OutputLimit(cap) from None
             produced += len(out)
             if produced > cap:
                 raise OutputLimit(cap)
@@ -268,8 +346,10 @@ def _lz4_block(block: memoryview, window: bytearray, room: int) -> bytes:
         if mlen <= offset:
             out += out[start : start + mlen]
         else:
-            for k in range(mlen):
-                out.append(out[start + k])
+            # An overlapping match repeats the last `offset` bytes.
+            pattern = bytes(out[start:])
+            reps, rest = divmod(mlen, offset)
+            out += pattern * reps + pattern[:rest]
     return bytes(out[base:])
 
 

@@ -56,7 +56,7 @@ CONTAINERS = frozenset(
 
 
 def sniff_magic(head: bytes) -> Format | None:
-    """The format announced by the first bytes, if any. ``head`` should hold 512 bytes."""
+    """The format announced by the first bytes, if any. ``head`` should hold 4 KiB."""
     if not head:
         return Format.EMPTY
     if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
@@ -64,6 +64,10 @@ def sniff_magic(head: bytes) -> Format | None:
     for magic, fmt in _MAGICS:
         if head.startswith(magic):
             return fmt
+    # HDF5 allows a user block of 512, 1024, 2048... bytes before its signature.
+    for at in (512, 1024, 2048):
+        if head[at : at + 8] == b"\x89HDF\r\n\x1a\n":
+            return Format.HDF5
     if len(head) >= 262 and head[257:262] == b"ustar":
         return Format.TAR
     return None

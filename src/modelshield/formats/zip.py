@@ -3,9 +3,10 @@
 PyTorch reads checkpoints with miniz: it finds the end-of-central-directory record from the end of
 the file, trusts the central directory for sizes and methods, skips the local header using the
 *local* name and extra lengths, does not check CRCs, ignores local-header flag bits and most
-central ones (it refuses encrypted members), and looks names up case-insensitively. Python's ``zipfile`` refuses some of those files, which is how
-scanners built on it have been bypassed. This reader follows the lenient rules, records every
-inconsistency as an anomaly, and never decompresses more than it is allowed to.
+central ones (it refuses encrypted members), and looks names up case-insensitively. Python's
+``zipfile`` refuses some of those files, which is how scanners built on it have been bypassed.
+This reader follows the lenient rules, records every inconsistency as an anomaly, and never
+decompresses more than it is allowed to.
 """
 
 from __future__ import annotations

@@ -132,6 +132,46 @@ _B64ISH: dict[str, Callable[[bytes], bytes]] = {
 }
 
 _OBJECT = "builtins.object"
+# dill._dill._load_type names -> the builtin they return (others resolve to types.<Name>).
+_DILL_TYPES = {
+    n: f"builtins.{n}"
+    for n in (
+        "bool",
+        "bytearray",
+        "bytes",
+        "complex",
+        "dict",
+        "float",
+        "frozenset",
+        "int",
+        "list",
+        "object",
+        "range",
+        "set",
+        "slice",
+        "str",
+        "tuple",
+        "type",
+        "memoryview",
+        "property",
+        "staticmethod",
+        "classmethod",
+        "super",
+        "zip",
+        "map",
+        "filter",
+        "enumerate",
+        "reversed",
+    )
+}
+_DILL_TYPES.update(
+    {
+        "NoneType": "builtins.NoneType",
+        "EllipsisType": "builtins.Ellipsis",
+        "NotImplementedType": "builtins.NotImplemented",
+    }
+)
+_DILL_SAFE_REPR = re.compile(r"^(?:range\(-?\d+, -?\d+(?:, -?\d+)?\)|Ellipsis|NotImplemented)$")
 _RECONSTRUCTORS = {
     "copyreg._reconstructor",
     "copyreg.__newobj__",
@@ -272,6 +312,16 @@ class _Run:
             )
             return Obj(None, render_call(desc, args, kwargs))
         name = func.name
+        if name == "dill._dill._eval_repr" and len(args) == 1 and isinstance(args[0], Const):
+            text = args[0].as_str()
+            if text is not None and _DILL_SAFE_REPR.match(text):
+                # dill writes range/Ellipsis as their repr; eval of exactly these literals
+                # constructs them and nothing else.
+                built = "builtins.range" if text.startswith("range") else f"builtins.{text}"
+                self.emit(
+                    EventKind.CALL, name=built, evidence=f"{name}({text!r})", via=via, origin=name
+                )
+                return Obj(built, text)
         evidence = render_call(name, args, kwargs)
         self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
         return self.emulate(name, args, kwargs, evidence)
@@ -332,6 +382,14 @@ class _Run:
                     state = args[2:3] or [Const(None)]
                     self.call(base, state, None, "copyreg._reconstructor (base class)")
             return self.instantiate(a0, rest, None, name)
+        if name == "dill._dill._load_type" and s0 is not None:
+            # dill names builtin types by their name; the type returned is judged when called.
+            return Ref(_DILL_TYPES.get(s0, f"types.{s0}"))
+        if name == "dill._dill._import_module" and s0:
+            return _module_ref(s0)
+        if name == "dill._dill._get_attr" and len(args) >= 2:
+            attr = args[1].as_str() if isinstance(args[1], Const) else None
+            return _getattr_path(args[0], attr) if attr else Unknown("getattr result")
         if name == "dill._dill._create_array" and a0 is not None:
             # _create_array(f, args, state, npdict): array = f(*args); array.__setstate__(state)
             inner = _tuple_items(args[1]) if len(args) > 1 else []

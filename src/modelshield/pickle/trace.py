@@ -41,6 +41,9 @@ class Event:
     nested: PickleAnalysis | None = None
     payload_kind: str | None = None
     """For NESTED: ``pickle``, ``marshal`` (code objects, never decoded) or ``unknown``."""
+    origin: str | None = None
+    """For CALL: the global actually named in the pickle when ``name`` is what it evaluates to
+    (dill's ``_eval_repr('range(0, 3)')`` is a call of ``builtins.range``)."""
     new_only: bool = False
     """For CALL: the class is instantiated with ``cls.__new__`` only (NEWOBJ,
     ``copyreg._reconstructor``); its ``__init__`` is not called."""

@@ -145,6 +145,8 @@ def _stream_findings(
             continue
         if ev.kind is EventKind.CALL and ev.name is not None:
             called.add(ev.name)
+            if ev.origin is not None:
+                called.add(ev.origin)
         if ev.kind is EventKind.PERSID:
             persids += 1
             if persids > 1:
