@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     fp.add_argument("paths", nargs="+", metavar="PATH")
     fp.add_argument("--json", action="store_true", help="per-tensor digests as JSON")
 
+    from modelshield import cli_integrity
+
+    cli_integrity.add_parsers(sub)
     sub.add_parser("rules", help="list the rules and what they detect")
     d = sub.add_parser("demo", help="scan two built-in example files (one benign, one malicious)")
     d.add_argument("-f", "--format", choices=FORMATS, default="text")
@@ -296,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_convert(args)
         if args.command == "fingerprint":
             return _cmd_fingerprint(args)
+        from modelshield import cli_integrity
+
+        if args.command in cli_integrity.COMMANDS:
+            return cli_integrity.run(args)
         if args.command == "demo":
             return _cmd_demo(args)
         parser.print_help()
