@@ -228,11 +228,6 @@ def test_refuses_non_tensor_pickles(tmp_path: Path) -> None:
         fingerprint(str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a truncated .npy yields a short byte string; the fingerprint hashes it "
-    "instead of failing (Tensor.read promises nbytes bytes)",
-)
 def test_truncated_npy_is_an_error(tmp_path: Path) -> None:
     buf = io.BytesIO()
     np.save(buf, np.arange(10.0))
@@ -242,11 +237,6 @@ def test_truncated_npy_is_an_error(tmp_path: Path) -> None:
         fingerprint(str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: safetensors data_offsets past the end of the file are not checked; the "
-    "fingerprint hashes the short slice instead of failing",
-)
 def test_truncated_safetensors_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "t.safetensors"
     safetensors_numpy.save_file({"a": np.arange(10.0)}, str(path))

@@ -236,11 +236,6 @@ def test_short_storage_record(tmp_path: Path) -> None:
         next(t for t in ts.tensors if t.name == "w").read()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _strided_bytes checks bounds only for contiguous tensors; a strided view of a "
-    "truncated storage is read with as_strided past the end of the storage (out-of-bounds read)",
-)
 def test_short_storage_non_contiguous(tmp_path: Path) -> None:
     """A strided view must not read past a truncated storage either."""
     src = tmp_path / "t.pt"
@@ -253,11 +248,6 @@ def test_short_storage_non_contiguous(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cut", ["half", "end", "first50"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a truncated zip raises formats.zip.ZipError (not a ModelShieldError), so the "
-    "CLI reports 'internal error' instead of a conversion error",
-)
 def test_truncated_zip(tmp_path: Path, cut: str) -> None:
     raw = checkpoint(tmp_path).read_bytes()
     keep = {"half": len(raw) // 2, "end": len(raw) - 10, "first50": 50}[cut]
@@ -274,11 +264,6 @@ def test_truncated_zip(tmp_path: Path, cut: str) -> None:
         pytest.param(lambda b: b"\x80\x02garbage", id="garbage_pickle"),
         pytest.param(lambda b: b"", id="empty_pickle"),
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a damaged data.pkl raises pickle.UnpicklingError / EOFError instead of "
-    "ConversionError",
 )
 def test_damaged_data_pkl(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
     path = rezip(
@@ -315,11 +300,6 @@ def test_legacy_truncated_storage(tmp_path: Path) -> None:
         read_tensors(str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a legacy file cut inside a storage's 8-byte size field raises struct.error "
-    "instead of ConversionError",
-)
 def test_legacy_truncated_anywhere_in_storages(tmp_path: Path) -> None:
     raw = checkpoint(tmp_path, _use_new_zipfile_serialization=False).read_bytes()
     path = tmp_path / "t.pt"

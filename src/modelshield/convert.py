@@ -9,7 +9,6 @@ constant), verified by reading the output back, and moved into place atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -19,7 +18,14 @@ from pathlib import Path
 from modelshield.errors import ModelShieldError, UnsafeInputError
 from modelshield.findings import ScanResult, Severity
 from modelshield.scanner import scan
-from modelshield.tensors import ALIAS_KEY, ConversionError, TensorSet, iter_unique, read_tensors
+from modelshield.tensors import (
+    ALIAS_KEY,
+    ConversionError,
+    Tensor,
+    TensorSet,
+    iter_unique,
+    read_tensors,
+)
 
 
 class RefusedConversionError(UnsafeInputError):
@@ -113,7 +119,6 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
     raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
     directory = os.path.dirname(os.path.abspath(out_path))
     fd, tmp = tempfile.mkstemp(prefix=".modelshield-", suffix=".safetensors.tmp", dir=directory)
-    digests: list[str] = []
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(len(raw).to_bytes(8, "little"))
@@ -124,12 +129,12 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
                     raise ConversionError(
                         f"{t.name}: storage holds {len(data)} bytes, expected {t.nbytes}"
                     )
-                digests.append(hashlib.sha256(data).hexdigest())
                 fh.write(data)
                 del data
+                tensors.release()  # drop the input pages just written from this process
             fh.flush()
             os.fsync(fh.fileno())
-        _verify(tmp, groups, digests)
+        _verify(tmp, groups)
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):
@@ -140,16 +145,27 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
     report.verified = True
 
 
-def _verify(path: str, groups: list, digests: list[str]) -> None:  # type: ignore[type-arg]
-    """Read the written file back and compare every tensor with what was read from the source."""
+def _verify(path: str, groups: list[tuple[Tensor, list[str]]]) -> None:
+    """Read the written file back and compare every tensor with the source, byte for byte."""
     with read_tensors(path) as written:
         by_name = {t.name: t for t in written.tensors}
-        for (t, aliases), digest in zip(groups, digests, strict=True):
+        for t, aliases in groups:
             w = by_name.get(t.name)
             if w is None or w.dtype != t.dtype or w.shape != t.shape:
                 raise ConversionError(f"verification failed for {t.name}: header mismatch")
-            if hashlib.sha256(w.read()).hexdigest() != digest:
+            if not _same_bytes(w.read(), t.read()):
                 raise ConversionError(f"verification failed for {t.name}: data mismatch")
+            written.release()
             for a in aliases:
                 if a not in by_name:
                     raise ConversionError(f"verification failed: alias {a} missing")
+
+
+def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 20) -> bool:
+    """Compare in chunks (memcmp on small copies: memoryview equality is element-wise)."""
+    if len(a) != len(b):
+        return False
+    va, vb = memoryview(a), memoryview(b)
+    return all(
+        bytes(va[i : i + chunk]) == bytes(vb[i : i + chunk]) for i in range(0, len(va), chunk)
+    )

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelshield.errors import ModelShieldError
+from modelshield.formats import compression as comp
 from modelshield.formats import numpy as npy
 from modelshield.formats import zip as zipf
+from modelshield.pickle.names import fix_import
 from modelshield.pickle.opcodes import Buffer
 
 # safetensors dtype names and their sizes in bytes.
@@ -138,6 +140,14 @@ class TensorSet:
     """Non-tensor entries (with their path in the structure), reported, never silently lost."""
     metadata: dict[str, str] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    maps: list[mmap.mmap] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop this process's pages of the mapped input (they stay in the page cache): keeps
+        resident memory at about one tensor while tensors are read one after another."""
+        for m in self.maps:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                m.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         for c in self.closers:
@@ -208,6 +218,8 @@ class _NdArray:
 class _NpDType:
     st_dtype: str | None = None
     big_endian: bool = False
+    itemsize: int = 0
+    has_object: bool = False
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         if len(state) > 1 and state[1] == ">":
@@ -217,7 +229,18 @@ class _NpDType:
 def _np_dtype(spec: str, align: bool = False, copy: bool = True) -> _NpDType:
     kind, size = spec[:1], spec[1:]
     st = _NUMPY_KINDS.get((kind, int(size))) if size.isdigit() else None
-    return _NpDType(st)
+    itemsize = int(size) * (4 if kind == "U" else 1) if size.isdigit() else 0
+    return _NpDType(st, itemsize=itemsize, has_object=kind == "O")
+
+
+class _JoblibWrapper:
+    """Stands for joblib's NumpyArrayWrapper: BUILD fills its attributes, then the array's
+    bytes follow in the stream (see :class:`_JoblibUnpickler`)."""
+
+    shape: tuple[int, ...] = ()
+    order: str = "C"
+    dtype: _NpDType | None = None
+    numpy_array_alignment_bytes: int | None = None
 
 
 def _np_reconstruct(cls: object, shape: object, dtype: object) -> _NdArray:
@@ -291,6 +314,8 @@ def _safe_table() -> dict[tuple[str, str], object]:
         ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
         ("numpy", "ndarray"): _NdArray,
         ("numpy", "dtype"): _np_dtype,
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"): _JoblibWrapper,
+        ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"): _JoblibWrapper,
     }
     for name, dt in _TORCH_STORAGE_DTYPES.items():
         table[("torch", name)] = _StorageType(dt)
@@ -316,6 +341,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._storages = storages
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = fix_import(module, name, 2)  # Python 2 names, as CPython maps them
         try:
             return _TABLE[(module, name)]
         except KeyError:
@@ -328,6 +354,49 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(pid, tuple):
             raise ConversionError(f"unexpected persistent id {pid!r}")
         return self._storages(pid)
+
+
+_PyUnpickler: Any = pickle._Unpickler
+"""CPython's pure-Python unpickler, whose opcode table can be extended."""
+
+
+class _JoblibUnpickler(_PyUnpickler):  # type: ignore[misc]
+    """The pure-Python unpickler with the same restricted ``find_class``, which also reads the
+    raw array bytes joblib writes after each NumpyArrayWrapper (as joblib.load does)."""
+
+    dispatch = _PyUnpickler.dispatch.copy()
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        super().__init__(io.BytesIO(data))
+
+    find_class = _RestrictedUnpickler.find_class
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise ConversionError(f"unexpected persistent id {pid!r}")
+
+    def load_build(self) -> None:
+        _PyUnpickler.load_build(self)
+        wrapper = self.stack[-1]
+        if isinstance(wrapper, _JoblibWrapper):
+            self.stack[-1] = self._read_array(wrapper)
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _read_array(self, w: _JoblibWrapper) -> _NdArray:
+        dtype = w.dtype
+        if dtype is None or dtype.has_object or not dtype.itemsize:
+            raise ConversionError("joblib arrays of Python objects are not tensors")
+        read: Callable[[int], bytes] = self.read
+        if w.numpy_array_alignment_bytes is not None:
+            padding = read(1)
+            if padding:
+                read(padding[0])
+        n = math.prod(w.shape) * dtype.itemsize
+        raw = read(n)
+        if len(raw) != n:
+            raise ConversionError("joblib array data is truncated")
+        arr = _NdArray(tuple(w.shape), dtype.st_dtype, dtype.big_endian, w.order == "F", raw)
+        return arr
 
 
 def _storage_from_pid(pid: tuple[Any, ...]) -> _Storage:
@@ -360,18 +429,20 @@ def _short(obj: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unwrap_state_dict(obj: object) -> tuple[object, str]:
-    """Checkpoints often nest the weights: {'state_dict': ...} or {'model': ...}."""
+def _unwrap_state_dict(obj: object, skipped: list[str]) -> tuple[object, str]:
+    """Checkpoints often nest the weights: {'state_dict': ...} or {'model': ...}.
+
+    The other top-level entries (optimizer state, epoch...) are listed in ``skipped``: they are
+    left out of the conversion, and said to be.
+    """
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
             if isinstance(inner, dict) and any(isinstance(v, _TensorRef) for v in inner.values()):
-                others = [k for k in obj if k != key]
-                return inner, (
-                    f"took '{key}'; other keys: {', '.join(map(str, others))}"
-                    if others
-                    else f"took '{key}'"
-                )
+                for k, v in obj.items():
+                    if k != key:
+                        skipped.append(f"{k}: {type(v).__name__} (outside '{key}')")
+                return inner, f"took '{key}'"
     return obj, ""
 
 
@@ -394,6 +465,11 @@ def _strided_bytes(
         if end > len(raw):
             raise ConversionError("tensor extends past its storage")
         return raw[start:end]
+    if offset < 0 or any(st < 0 for st in stride):
+        raise ConversionError("negative storage offset or stride")
+    last = offset + sum((dim - 1) * st for dim, st in zip(shape, stride, strict=True))
+    if (last + 1) * itemsize > len(raw):
+        raise ConversionError("tensor view extends past its storage")
     try:
         import numpy as np
     except ImportError:
@@ -427,8 +503,27 @@ def read_tensors(path: str) -> TensorSet:
     mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     result = TensorSet()
     result.closers += [mm.close, fh.close]
+    result.maps.append(mm)
     try:
         _read_buffer(mm, size, os.path.basename(path), result)
+    except ConversionError:
+        result.close()
+        raise
+    except (
+        zipf.ZipError,
+        zipf.MemberTooLarge,
+        npy.NpyError,
+        pickle.UnpicklingError,
+        EOFError,
+        struct.error,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as exc:
+        result.close()
+        raise ConversionError(f"{path}: damaged or unsupported content: {exc}") from None
     except BaseException:
         result.close()
         raise
@@ -451,6 +546,11 @@ def _read_buffer(buf: Buffer, size: int, name: str, result: TensorSet) -> None:
         _read_safetensors(buf, size, result)
     elif head[:1] == b"\x80":
         _read_pickle_tensors(buf, size, result)
+    elif (kind := comp.sniff_compression(bytes(memoryview(buf)[:4096]))) is not None:
+        # Compressed joblib files (and compressed pickles) of arrays.
+        spilled = comp.collect(comp.iter_decompress(kind, buf, 0, size, 1 << 40))
+        result.closers.append(spilled.close)
+        _read_buffer(spilled.buf, spilled.size, name, result)
     else:
         raise ConversionError(f"{name}: not a PyTorch, safetensors, NumPy or pickle file")
 
@@ -470,7 +570,7 @@ def _read_torch_zip(buf: Buffer, size: int, arc: zipf.ZipArchive, result: Tensor
     big = order is not None and zipf.read_member(buf, size, order, max_size=16).strip() == b"big"
     data = zipf.read_member(buf, size, pkl, max_size=1 << 30)
     obj = _RestrictedUnpickler(data, _storage_from_pid).load()
-    obj, note = _unwrap_state_dict(obj)
+    obj, note = _unwrap_state_dict(obj, result.skipped)
     if note:
         result.metadata["modelshield.note"] = note
     leaves: list[tuple[str, object]] = []
@@ -514,12 +614,15 @@ def _torch_tensor(
 def _read_pickle_tensors(buf: Buffer, size: int, result: TensorSet) -> None:
     """A plain pickle of NumPy arrays (possibly in dicts); legacy torch is handled too."""
     data = memoryview(buf)[:size]
-    unp = _RestrictedUnpickler(data, _storage_from_pid)
-    first = unp.load()
-    if first == 0x1950A86A20F9469CFC6C:  # legacy torch.save magic number
-        _read_legacy_torch(data, result)
-        return
-    obj, _ = _unwrap_state_dict(first)
+    first: Any
+    if buf.find(b"NumpyArrayWrapper", 0, size) >= 0:
+        first = _JoblibUnpickler(data).load()  # joblib: array bytes follow their wrappers
+    else:
+        first = _RestrictedUnpickler(data, _storage_from_pid).load()
+        if first == 0x1950A86A20F9469CFC6C:  # legacy torch.save magic number
+            _read_legacy_torch(data, result)
+            return
+    obj, _ = _unwrap_state_dict(first, result.skipped)
     leaves: list[tuple[str, object]] = []
     _flatten(obj, "", leaves, result.skipped)
     for name, arr in leaves:
@@ -564,7 +667,7 @@ def _read_legacy_torch(data: memoryview, result: TensorSet) -> None:
         objs.append(reader.load())
         offset = reader.position
     _magic, _proto, _sys_info, obj, keys = objs
-    obj, _ = _unwrap_state_dict(obj)
+    obj, _ = _unwrap_state_dict(obj, result.skipped)
     leaves: list[tuple[str, object]] = []
     _flatten(obj, "", leaves, result.skipped)
     # Untyped storages (dtypes without a legacy storage class) take their tensors' dtype.
@@ -630,7 +733,10 @@ def _read_npy(buf: Buffer, start: int, end: int, name: str, result: TensorSet) -
     shape = header.shape
 
     def read() -> bytes | memoryview:
-        raw = memoryview(buf)[data_start : data_start + math.prod(shape) * itemsize]
+        n = math.prod(shape) * itemsize
+        raw = memoryview(buf)[data_start : data_start + n]
+        if len(raw) != n:
+            raise ConversionError(f"{name}: array data is truncated ({len(raw)} of {n} bytes)")
         if header.fortran_order and len(shape) > 1:
             stride = tuple(math.prod(shape[:i]) for i in range(len(shape)))
             raw = memoryview(bytes(_strided_bytes(raw, itemsize, 0, shape, stride)))
@@ -669,7 +775,12 @@ def _read_safetensors(buf: Buffer, size: int, result: TensorSet) -> None:
 
 
 def _slicer(view: memoryview, a: int, b: int) -> Callable[[], memoryview]:
-    return lambda: view[a:b]
+    def read() -> memoryview:
+        if b > len(view) or a > b:
+            raise ConversionError(f"tensor data [{a}, {b}) lies outside the file")
+        return view[a:b]
+
+    return read
 
 
 ALIAS_KEY = "modelshield.aliases"
