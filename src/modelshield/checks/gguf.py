@@ -165,23 +165,8 @@ _PYTHON_NAMES = frozenset(
 """Python modules and builtins: no chat rendering context defines them; a template naming them
 expects a host that leaks Python into the template."""
 
-_ATTRIBUTE_FILTERS = frozenset(
-    {
-        "attr",
-        "map",
-        "select",
-        "reject",
-        "selectattr",
-        "rejectattr",
-        "sort",
-        "groupby",
-        "sum",
-        "unique",
-        "min",
-        "max",
-        "join",
-    }
-)
+# Filters whose arguments are attribute names (dictsort's and items' arguments are not).
+_ATTRIBUTE_FILTERS = jt.ATTRIBUTE_FILTERS - {"dictsort", "items"}
 _FORMAT_FIELD = re.compile(r"\{[^{}]*?(?:\.|\[)\s*['\"]?(_|mro\b|f_globals|func_globals|gi_frame)")
 _SUSPICIOUS_STRING = re.compile(
     r"__(?:globals|subclasses|builtins|import|mro|class|base|bases|getattribute|code|dict|"

@@ -338,23 +338,26 @@ def _binary(op: str, a: Folded, b: Folded) -> Folded | None:
     return None
 
 
-_ATTRIBUTE_FILTERS = {
-    "attr",
-    "map",
-    "select",
-    "reject",
-    "selectattr",
-    "rejectattr",
-    "sort",
-    "groupby",
-    "sum",
-    "unique",
-    "min",
-    "max",
-    "join",
-    "dictsort",
-    "items",
-}
+ATTRIBUTE_FILTERS = frozenset(
+    {
+        "attr",
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "sort",
+        "groupby",
+        "sum",
+        "unique",
+        "min",
+        "max",
+        "join",
+        "dictsort",
+        "items",
+    }
+)
+"""Filters and tests whose arguments can name attributes (recorded as FILTER_ARG)."""
 
 
 def analyse(source: str) -> Analysis:
@@ -375,7 +378,7 @@ def analyse(source: str) -> Analysis:
         elif isinstance(node, nodes.Filter | nodes.Test):
             (out.filters if isinstance(node, nodes.Filter) else out.tests).add(node.name)
             args = [*node.args, *(k.value for k in node.kwargs)]
-            if node.name in _ATTRIBUTE_FILTERS or isinstance(node, nodes.Test):
+            if node.name in ATTRIBUTE_FILTERS or isinstance(node, nodes.Test):
                 for a in args:
                     values = folder.strings(a)
                     if not values and node.name == "attr":

@@ -330,21 +330,4 @@ def read_member(buf: Buffer, size: int, entry: ZipEntry, *, max_size: int) -> by
     Raises :class:`MemberTooLarge` past ``max_size`` bytes and :class:`ZipError` when the data
     cannot be read or inflated.
     """
-    span = member_span(entry, size)
-    if span is None:
-        raise ZipError(f"member data of {entry.name!r} lies outside the file")
-    raw = memoryview(buf)[span[0] : span[1]]
-    if entry.method == STORED:
-        if len(raw) > max_size:
-            raise MemberTooLarge(max_size)
-        return bytes(raw)
-    if entry.method == DEFLATED:
-        d = zlib.decompressobj(-15)
-        try:
-            out = d.decompress(raw, max_size + 1)
-        except zlib.error as exc:
-            raise ZipError(f"cannot inflate {entry.name!r}: {exc}") from None
-        if len(out) > max_size:
-            raise MemberTooLarge(max_size)
-        return out
-    raise ZipError(f"{entry.name!r} uses compression method {entry.method}")
+    return b"".join(iter_member(buf, size, entry, max_size=max_size))
