@@ -8,6 +8,7 @@ entry: scanned, partial, skipped (with the reason) or inconclusive.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -191,7 +192,12 @@ class Analyzer:
         return True
 
     def analyse_pickle(self, buf: Buffer, start: int = 0, end: int | None = None) -> PickleAnalysis:
-        return Machine(self.limits, keep=self._keep).analyse(buf, start=start, end=end)
+        return Machine(self.limits, keep=self._keep, quiet=self._allowed).analyse(
+            buf, start=start, end=end
+        )
+
+    def _allowed(self, name: str) -> bool:
+        return self.policy.classify(name).verdict is Verdict.ALLOWED
 
     def scan_path(self, path: str, display: str, note: str | None, out: FileOutcome) -> None:
         with open(path, "rb") as fh:
@@ -387,6 +393,10 @@ class Analyzer:
 
     # ------------------------------------------------------------------ zip archives
     def _zip(self, blob: Blob, out: FileOutcome, cover: _Cover | None) -> None:
+        if isinstance(blob.buf, mmap.mmap):
+            # Only the directory and the pickles are read, far apart: no read-ahead of weights.
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                blob.buf.madvise(mmap.MADV_RANDOM)
         buf = blob.materialise()
         size = blob.size
         try:

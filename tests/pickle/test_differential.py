@@ -470,7 +470,14 @@ def _check_equal(data: bytes, label: str) -> None:
     assert stream.complete, f"{label}: {stream.error} at {stream.error_pos} ({stream.limit})"
     assert stream.end == len(data)
     assert analysis.trailing_start is None
-    assert actual == expected, f"{label}: trace differs\n  engine:  {actual}\n  cpython: {expected}"
+    # Where the recording stubs can only say "a computed object" (None), the engine may know
+    # more: it models a few pure helpers (e.g. dill's _load_type, which the pure-Python pickler
+    # uses once dill is imported in the test session).
+    same = len(actual) == len(expected) and all(
+        _matches(r, e) or (r[0] == e[0] and r[1] is None)
+        for r, e in zip(expected, actual, strict=True)
+    )
+    assert same, f"{label}: trace differs\n  engine:  {actual}\n  cpython: {expected}"
 
 
 # ----------------------------------------------------------------------------- valid pickles

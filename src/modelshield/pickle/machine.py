@@ -228,6 +228,9 @@ class _Run:
         self.stack.append(v)
 
     def check_stack(self) -> None:
+        """Periodic bounds on what grows at most one entry per opcode: stack, marks, memo."""
+        if len(self.memo) > self.m.limits.max_memo:
+            raise _Limit(LimitKind.MEMO)
         limit = self.m.limits.max_stack
         if len(self.metastack) > limit:
             raise _Limit(LimitKind.STACK)
@@ -322,7 +325,11 @@ class _Run:
                     EventKind.CALL, name=built, evidence=f"{name}({text!r})", via=via, origin=name
                 )
                 return Obj(built, text)
-        evidence = render_call(name, args, kwargs)
+        quiet = self.m.quiet
+        if quiet is not None and quiet(name):
+            evidence = f"{name}(...)"  # allowlisted: the event is not kept, skip rendering
+        else:
+            evidence = render_call(name, args, kwargs)
         self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
         return self.emulate(name, args, kwargs, evidence)
 
@@ -472,7 +479,7 @@ class _Run:
             return CodeObject()
         if self.depth + 1 > self.m.limits.max_nesting:
             raise _Limit(LimitKind.NESTING)
-        sub = Machine(self.m.limits, keep=self.m.keep, deadline=self.m.deadline)
+        sub = Machine(self.m.limits, keep=self.m.keep, deadline=self.m.deadline, quiet=self.m.quiet)
         analysis, result = sub.analyse_with_result(raw, depth=self.depth + 1)
         self.emit(
             EventKind.NESTED,
@@ -523,6 +530,13 @@ class _Run:
                 n = data[pos + 1]
                 dec.pos = pos + 2 + n
                 arg = data[pos + 2 : pos + 2 + n]
+            elif kind == _K_BYTES4 and pos + 5 <= end:
+                n = u4(data, pos + 1)[0]
+                if pos + 5 + n > end:
+                    arg = dec.next_op().arg  # raises the truncation error at this opcode
+                else:
+                    dec.pos = pos + 5 + n
+                    arg = data[pos + 5 : pos + 5 + n]
             elif kind == _K_F8 and pos + 9 <= end:
                 dec.pos = pos + 9
                 arg = f8(data, pos + 1)[0]
@@ -742,7 +756,14 @@ def _op_unicode_nl(r: _Run, arg: object) -> None:
 
 
 def _op_binunicode(r: _Run, arg: object) -> None:
-    r.push(r.bytes_value(_arg_bytes(arg), "str"))
+    assert isinstance(arg, memoryview)
+    if len(arg) > EAGER_BYTES:
+        r.stack.append(Const(arg, "str"))
+        return
+    try:
+        r.stack.append(Const(str(arg, "utf-8", "surrogatepass")))
+    except UnicodeDecodeError as exc:
+        raise _Broken(f"invalid UTF-8 in string: {exc.reason}") from None
 
 
 def _op_binbytes(r: _Run, arg: object) -> None:
@@ -1061,11 +1082,12 @@ def _op_binget(r: _Run, arg: object) -> None:
 
 
 def _memo_put(r: _Run, idx: int) -> None:
+    # The memo grows by at most one entry per opcode; run() checks its size periodically.
     if idx < 0:
         raise _Broken("negative PUT argument")
-    r.memo[idx] = r.top()
-    if len(r.memo) > r.m.limits.max_memo:
-        raise _Limit(LimitKind.MEMO)
+    if not r.stack:
+        raise _Broken("unpickling stack underflow")
+    r.memo[idx] = r.stack[-1]
 
 
 def _op_put(r: _Run, arg: object) -> None:
@@ -1073,12 +1095,17 @@ def _op_put(r: _Run, arg: object) -> None:
 
 
 def _op_binput(r: _Run, arg: object) -> None:
-    assert isinstance(arg, int)
-    _memo_put(r, arg)
+    stack = r.stack
+    if not stack:
+        raise _Broken("unpickling stack underflow")
+    r.memo[arg] = stack[-1]  # type: ignore[index]  # BINPUT/LONG_BINPUT: unsigned
 
 
 def _op_memoize(r: _Run, arg: object) -> None:
-    _memo_put(r, len(r.memo))
+    stack = r.stack
+    if not stack:
+        raise _Broken("unpickling stack underflow")
+    r.memo[len(r.memo)] = stack[-1]
 
 
 def _op_inst(r: _Run, arg: object) -> None:
@@ -1212,7 +1239,7 @@ _DISPATCH: dict[str, Handler] = {
 
 
 _NAMES: list[str] = [OPCODES[c].name if c in OPCODES else "?" for c in range(256)]
-_K_NONE, _K_U1, _K_U4, _K_I4, _K_BYTES1, _K_F8, _K_U2, _K_OTHER = range(8)
+_K_NONE, _K_U1, _K_U4, _K_I4, _K_BYTES1, _K_F8, _K_U2, _K_BYTES4, _K_OTHER = range(9)
 _FAST_KINDS = {
     ArgKind.NONE: _K_NONE,
     ArgKind.U1: _K_U1,
@@ -1221,6 +1248,7 @@ _FAST_KINDS = {
     ArgKind.BYTES1: _K_BYTES1,
     ArgKind.FLOAT8: _K_F8,
     ArgKind.U2: _K_U2,
+    ArgKind.BYTES4: _K_BYTES4,
 }
 _U4_FROM = struct.Struct("<I").unpack_from
 _I4_FROM = struct.Struct("<i").unpack_from
@@ -1248,6 +1276,7 @@ class Machine:
         keep: KeepFilter | None = None,
         deadline: float | None = None,
         joblib: bool = True,
+        quiet: Callable[[str], bool] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.keep = keep
@@ -1255,6 +1284,8 @@ class Machine:
         self.base = 0
         self.joblib = joblib
         self.joblib_regions: list[tuple[int, int, str]] = []
+        self.quiet = quiet
+        """Names whose calls need no rendered evidence (their events are not kept)."""
 
     def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
         """Analyse every pickle in ``buf[start:end]``; offsets in events are relative to start."""
@@ -1297,7 +1328,9 @@ class Machine:
         alternate = None
         if regions:
             # A plain pickle.load reads the same file differently: array bytes become opcodes.
-            plain = Machine(self.limits, keep=self.keep, deadline=self.deadline, joblib=False)
+            plain = Machine(
+                self.limits, keep=self.keep, deadline=self.deadline, joblib=False, quiet=self.quiet
+            )
             alternate = plain.analyse(buf, start=start, end=end)
         analysis = PickleAnalysis(
             streams=tuple(streams),
