@@ -227,7 +227,9 @@ def engine_records(events: tuple[Event, ...]) -> list[Record]:
     out: list[Record] = []
     for e in events:
         if e.kind in _COMPARED:
-            out.append((_COMPARED[e.kind], e.name if e.kind is not EventKind.PERSID else None))
+            # A call the engine evaluated (dill's literal _eval_repr) names the global called.
+            name = e.origin or e.name if e.kind is not EventKind.PERSID else None
+            out.append((_COMPARED[e.kind], name))
         elif e.kind is EventKind.DYNAMIC_IMPORT:
             out.append(("import", "*"))
     return out
