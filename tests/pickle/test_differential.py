@@ -26,6 +26,7 @@ import io
 import operator
 import pickle
 import pickletools
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,8 +460,21 @@ def _pickles(obj: object) -> Iterator[tuple[str, bytes]]:
         yield f"C proto {proto}", c
         yield f"C proto {proto} optimized", pickletools.optimize(c)
         buf = io.BytesIO()
-        pickle._Pickler(buf, protocol=proto).dump(obj)
+        try:
+            _plain_python_pickler(buf, proto).dump(obj)
+        finally:
+            if "dill" in sys.modules:
+                sys.modules["dill"].extend(True)
         yield f"Python proto {proto}", buf.getvalue()
+
+
+def _plain_python_pickler(buf: io.BytesIO, proto: int) -> Any:
+    """The pure-Python pickler with the standard dispatch table: importing dill (other tests
+    in the session do) adds dill's reducers to ``pickle._Pickler.dispatch``."""
+    dill = sys.modules.get("dill")
+    if dill is not None:
+        dill.extend(False)
+    return pickle._Pickler(buf, protocol=proto)
 
 
 def _check_equal(data: bytes, label: str) -> None:
