@@ -28,12 +28,15 @@ Tensor data is never read.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from modelshield.checks.context import Context, Probe
 from modelshield.findings import Confidence, CoverageStatus, Severity
 from modelshield.formats import gguf_file as gg
-from modelshield.formats import jinja_template as jt
 from modelshield.rules.rule import Rule
+
+if TYPE_CHECKING:
+    from modelshield.formats import jinja_template as jt
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -165,8 +168,8 @@ _PYTHON_NAMES = frozenset(
 """Python modules and builtins: no chat rendering context defines them; a template naming them
 expects a host that leaks Python into the template."""
 
-# Filters whose arguments are attribute names (dictsort's and items' arguments are not).
-_ATTRIBUTE_FILTERS = jt.ATTRIBUTE_FILTERS - {"dictsort", "items"}
+# Filters whose arguments are not attribute names, among those the parser records.
+_NON_ATTRIBUTE_FILTERS = frozenset({"dictsort", "items"})
 _FORMAT_FIELD = re.compile(r"\{[^{}]*?(?:\.|\[)\s*['\"]?(_|mro\b|f_globals|func_globals|gi_frame)")
 _SUSPICIOUS_STRING = re.compile(
     r"__(?:globals|subclasses|builtins|import|mro|class|base|bases|getattribute|code|dict|"
@@ -192,6 +195,9 @@ def _attribute_verdict(name: str) -> tuple[Severity, str] | None:
 
 def judge(analysis: jt.Analysis) -> list[tuple[Severity, str, int]]:
     """What a parsed template reaches: (severity, explanation, line), most severe first."""
+    from modelshield.formats import jinja_template as jt  # jinja2 is imported only when needed
+
+    attribute_filters = jt.ATTRIBUTE_FILTERS - _NON_ATTRIBUTE_FILTERS
     out: dict[str, tuple[Severity, str, int]] = {}
 
     def add(sev: Severity, what: str, line: int) -> None:
@@ -212,7 +218,7 @@ def judge(analysis: jt.Analysis) -> list[tuple[Severity, str, int]]:
                     f"item access to {a.name!r}{how} (Jinja falls back to the attribute)",
                     a.lineno,
                 )
-        elif a.kind is jt.Kind.FILTER_ARG and a.via in _ATTRIBUTE_FILTERS:
+        elif a.kind is jt.Kind.FILTER_ARG and a.via in attribute_filters:
             if a.via == "attr" and not a.name:
                 add(
                     Severity.HIGH,
@@ -263,6 +269,8 @@ def _line(source: str, lineno: int) -> str:
 
 def _check_template(ctx: Context, key: str, source: str, offset: int) -> bool:
     """Analyse one template; returns False when it could not be parsed."""
+    from modelshield.formats import jinja_template as jt  # jinja2 is imported only when needed
+
     try:
         analysis = jt.analyse(source)
     except jt.TemplateError as exc:

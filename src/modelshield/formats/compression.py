@@ -48,6 +48,16 @@ class MissingCodec(Exception):
 _ZF_HEADER = 21  # b"ZF" + hex length left-justified to 19 characters (joblib < 0.10)
 
 
+def _zf_data_start(head: bytes) -> int | None:
+    """Where the zlib stream of a joblib ``ZF`` file starts: after the 21-byte header, or one
+    byte later (joblib <= 0.8.4 under Python 2 padded the length field one space wider, and
+    joblib's reader skips that space)."""
+    for start in (_ZF_HEADER, _ZF_HEADER + 1):
+        if len(head) > start and _inflates(head[start:]):
+            return start
+    return None
+
+
 def sniff_compression(head: bytes) -> str | None:
     """The compression format announced by the first bytes, if any."""
     if head.startswith(b"\x1f\x8b"):
@@ -60,7 +70,7 @@ def sniff_compression(head: bytes) -> str | None:
         return "zstd"
     if head.startswith(b"\x04\x22\x4d\x18"):
         return "lz4"
-    if head.startswith(b"ZF0x") and len(head) > _ZF_HEADER and _inflates(head[_ZF_HEADER:]):
+    if head.startswith(b"ZF0x") and _zf_data_start(head) is not None:
         return "joblib-zf"
     if _inflates(head):
         return "zlib"
@@ -207,7 +217,8 @@ def iter_decompress(fmt: str, buf: Buffer, start: int, end: int, cap: int) -> It
         elif fmt == "zlib":
             yield from _stream(_zlib_like(zlib.MAX_WBITS), buf, start, end, cap)
         elif fmt == "joblib-zf":
-            yield from _stream(_zlib_like(zlib.MAX_WBITS), buf, start + _ZF_HEADER, end, cap)
+            skip = _zf_data_start(bytes(memoryview(buf)[start : start + 64])) or _ZF_HEADER
+            yield from _stream(_zlib_like(zlib.MAX_WBITS), buf, start + skip, end, cap)
         elif fmt == "bzip2":
             yield from _stream(bz2.BZ2Decompressor, buf, start, end, cap)
         elif fmt == "xz":
