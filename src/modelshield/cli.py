@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     from modelshield import cli_integrity
 
     cli_integrity.add_parsers(sub)
+    from modelshield import cli_backdoor
+
+    cli_backdoor.add_parser(sub)
     sub.add_parser("rules", help="list the rules and what they detect")
     d = sub.add_parser("demo", help="scan two built-in example files (one benign, one malicious)")
     d.add_argument("-f", "--format", choices=FORMATS, default="text")
@@ -303,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command in cli_integrity.COMMANDS:
             return cli_integrity.run(args)
+        from modelshield import cli_backdoor
+
+        if args.command == cli_backdoor.COMMAND:
+            return cli_backdoor.run(args)
         if args.command == "demo":
             return _cmd_demo(args)
         parser.print_help()
