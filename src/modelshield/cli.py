@@ -7,6 +7,9 @@ Exit codes (stable, documented in the README):
 * 2 — usage, configuration or internal error;
 * 3 — incomplete: no finding at or above the threshold, but some input could not be fully
   analysed (unsupported or unreadable content, a limit reached). Never a clean result.
+
+``sandbox`` uses the same codes (1: malicious behaviour, 3: inconclusive run); ``verify`` exits 1
+when verification fails; ``backdoor`` exits 1 when a backdoor is suspected or inputs are flagged.
 """
 
 from __future__ import annotations
@@ -111,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    s.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="also load each model with its real loader in the sandbox (needs bwrap and strace)",
+    )
+    from modelshield import cli_sandbox
+
+    cli_sandbox.add_limit_arguments(s)
 
     c = sub.add_parser(
         "convert",
@@ -142,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     from modelshield import cli_integrity
 
     cli_integrity.add_parsers(sub)
+    cli_sandbox.add_parser(sub)
     from modelshield import cli_backdoor
 
     cli_backdoor.add_parser(sub)
@@ -190,6 +202,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.close()
+    if args.dynamic:
+        from modelshield import cli_sandbox
+        from modelshield.sandbox import scan_dynamic
+
+        # Raises (exit 2) when the sandbox is unavailable: never an unsandboxed load.
+        result = scan_dynamic(result, cli_sandbox.limits_from_args(args))
     out_stream = sys.stdout
     color = args.format == "text" and not args.output and _use_color(args.color, out_stream)
     report = render(result, args.format, threshold=threshold, color=color)
@@ -302,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_convert(args)
         if args.command == "fingerprint":
             return _cmd_fingerprint(args)
-        from modelshield import cli_integrity
+        from modelshield import cli_integrity, cli_sandbox
 
+        if args.command == cli_sandbox.COMMAND:
+            return cli_sandbox.run(args)
         if args.command in cli_integrity.COMMANDS:
             return cli_integrity.run(args)
         from modelshield import cli_backdoor

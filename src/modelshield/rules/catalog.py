@@ -2,7 +2,7 @@
 
 IDs are never reused. Families: ``MS1xx`` pickle analysis, ``MS2xx`` containers, ``MS3xx``
 Keras and TensorFlow, ``MS4xx`` ONNX and TFLite, ``MS5xx`` GGUF and safetensors, ``MS6xx`` code
-shipped beside models.
+shipped beside models, ``MS7xx`` dynamic analysis (sandbox).
 Each rule's ``description`` is its documentation (shown by ``modelshield rules`` and in SARIF).
 """
 
@@ -245,8 +245,9 @@ _CONTAINER_RULES = (
 
 def _all_rules() -> dict[str, Rule]:
     from modelshield.checks import CHECKS  # format checks declare their own rule families
+    from modelshield.sandbox.rules import RULES as SANDBOX_RULES
 
-    rules = [*_RULES, *_CONTAINER_RULES]
+    rules = [*_RULES, *_CONTAINER_RULES, *SANDBOX_RULES]
     for module in CHECKS:
         rules.extend(module.RULES)
     by_id: dict[str, Rule] = {}
