@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelshield.checks import CHECKS
+from modelshield.checks import load_checks
 from modelshield.checks.context import Context, Probe
 from modelshield.config import Config
 from modelshield.findings import (
@@ -327,7 +327,7 @@ class Analyzer:
 
     def _run_checks(self, blob: Blob, probe: Probe, out: FileOutcome) -> bool:
         """Hand the blob to the first format check that recognises it."""
-        for module in CHECKS:
+        for module in load_checks():
             if module.matches(probe):
                 module.check(Context(self, blob, out))
                 return True
@@ -425,7 +425,7 @@ class Analyzer:
                         member=self._chain(blob, a.member) if a.member else None,
                     )
                 )
-        for module in CHECKS:
+        for module in load_checks():
             hook = getattr(module, "check_zip", None)
             if hook is not None:
                 hook(Context(self, blob, out), ZipView(buf, size, arc))

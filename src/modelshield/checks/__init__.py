@@ -13,22 +13,20 @@ A module may also expose ``check_zip(ctx: Context, zip: ZipView) -> None``, call
 zip archive before its members are analysed one by one (e.g. Keras ``.keras`` archives, whose
 ``config.json`` needs the Keras rules, not just a text scan).
 
-The order of :data:`CHECKS` is the order in which ``matches`` is tried, after the formats with
+The order of :func:`load_checks` is the order in which ``matches`` is tried, after the formats with
 a fixed signature (pickle, zip, NumPy, compression, tar, 7z).
 """
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from types import ModuleType
 
-from modelshield.checks import (
-    gguf,
-    keras,
-    onnx,
-    safetensors,
-    source,
-    tensorflow,
-    tflite,
-)
+_NAMES = ("gguf", "keras", "safetensors", "tflite", "onnx", "tensorflow", "source")
 
-CHECKS: tuple[ModuleType, ...] = (gguf, keras, safetensors, tflite, onnx, tensorflow, source)
+
+@cache
+def load_checks() -> tuple[ModuleType, ...]:
+    """The check modules, imported on first use (start-up stays light for plain pickles)."""
+    return tuple(importlib.import_module(f"modelshield.checks.{name}") for name in _NAMES)

@@ -8,6 +8,8 @@ Each rule's ``description`` is its documentation (shown by ``modelshield rules``
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
+
 from modelshield.findings import Confidence, Severity
 from modelshield.rules.rule import Rule
 
@@ -243,22 +245,57 @@ _CONTAINER_RULES = (
 )
 
 
-def _all_rules() -> dict[str, Rule]:
-    from modelshield.checks import CHECKS  # format checks declare their own rule families
-    from modelshield.sandbox.rules import RULES as SANDBOX_RULES
+class _Catalogue(Mapping[str, Rule]):
+    """Rule ID -> rule. The pickle and container rules are built in; the rule families of the
+    format checks and the sandbox are imported the first time an ID outside them is asked for
+    (or the catalogue is listed), which keeps start-up light for pickle scans."""
 
-    rules = [*_RULES, *_CONTAINER_RULES, *SANDBOX_RULES]
-    for module in CHECKS:
-        rules.extend(module.RULES)
-    by_id: dict[str, Rule] = {}
-    for r in rules:
-        if r.id in by_id:
-            raise AssertionError(f"duplicate rule id {r.id}")
-        by_id[r.id] = r
-    return dict(sorted(by_id.items()))
+    def __init__(self) -> None:
+        self._rules: dict[str, Rule] = {}
+        self._complete = False
+        self._add((*_RULES, *_CONTAINER_RULES))
+
+    def _add(self, rules: Iterable[Rule]) -> None:
+        for r in rules:
+            if r.id in self._rules:
+                raise AssertionError(f"duplicate rule id {r.id}")
+            self._rules[r.id] = r
+
+    def _load_all(self) -> None:
+        if self._complete:
+            return
+        from modelshield.checks import load_checks
+        from modelshield.sandbox.rules import RULES as SANDBOX_RULES
+
+        self._complete = True
+        self._add(SANDBOX_RULES)
+        for module in load_checks():
+            self._add(module.RULES)
+        self._rules = dict(sorted(self._rules.items()))
+
+    def __getitem__(self, rule_id: str) -> Rule:
+        try:
+            return self._rules[rule_id]
+        except KeyError:
+            self._load_all()
+            return self._rules[rule_id]
+
+    def __contains__(self, rule_id: object) -> bool:
+        if rule_id in self._rules:
+            return True
+        self._load_all()
+        return rule_id in self._rules
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        self._load_all()
+        return len(self._rules)
 
 
-RULES: dict[str, Rule] = _all_rules()
+RULES: Mapping[str, Rule] = _Catalogue()
 
 
 def get_rule(rule_id: str) -> Rule:
