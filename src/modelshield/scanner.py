@@ -30,6 +30,7 @@ ProgressCallback = Callable[[int, int, str], None]
 """Called as ``progress(done, total, path)`` after each file."""
 
 _PARALLEL_MIN_FILES = 16
+_PARALLEL_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class FileTask:
     display: str
     """Path as shown in reports (as given, or relative to the directory given)."""
     note: str | None = None
+    size: int = 0
+    """Size in bytes when known (to decide whether a parallel scan pays off)."""
 
 
 class Analyzer(ContentAnalyzer):
@@ -132,7 +135,7 @@ def collect(
         if stat.S_ISDIR(st.st_mode):
             _walk(p, shown, config, tasks, skipped, errors)
         elif stat.S_ISREG(st.st_mode):
-            tasks.append(FileTask(shown, shown))
+            tasks.append(FileTask(shown, shown, size=st.st_size))
         else:
             skipped.append(
                 Coverage(shown, CoverageStatus.SKIPPED, "special", reason="not a regular file")
@@ -202,7 +205,8 @@ def _walk(
                 if not target.is_relative_to(real_root):
                     note = f"followed symlink to {target}, outside the scanned tree"
             try:
-                mode = full.stat().st_mode
+                st_full = full.stat()
+                mode, mode_size = st_full.st_mode, st_full.st_size
             except OSError as exc:
                 errors.append(ScanError(shown, f"cannot access: {exc.strerror or exc}"))
                 continue
@@ -211,7 +215,7 @@ def _walk(
                     Coverage(shown, CoverageStatus.SKIPPED, "special", reason="not a regular file")
                 )
                 continue
-            tasks.append(FileTask(str(full), shown, note))
+            tasks.append(FileTask(str(full), shown, note, mode_size))
 
 
 def _display(shown_root: str, root: Path, full: Path) -> str:
@@ -242,7 +246,9 @@ def _run(
 ) -> Iterator[FileOutcome]:
     total = len(tasks)
     if jobs == 0:
-        jobs = (os.cpu_count() or 1) if total >= _PARALLEL_MIN_FILES else 1
+        # Worker processes cost ~0.1 s to start: worth it for many files with real content.
+        big = sum(t.size for t in tasks) >= _PARALLEL_MIN_BYTES
+        jobs = (os.cpu_count() or 1) if total >= _PARALLEL_MIN_FILES and big else 1
     if jobs <= 1 or total < 2:
         for i, t in enumerate(tasks, 1):
             yield analyzer.scan_file(t)
