@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelshield.checks import load_checks
+from modelshield.checks import matching_check, zip_hooks
 from modelshield.checks.context import Context, Probe
 from modelshield.config import Config
 from modelshield.findings import (
@@ -327,11 +327,11 @@ class Analyzer:
 
     def _run_checks(self, blob: Blob, probe: Probe, out: FileOutcome) -> bool:
         """Hand the blob to the first format check that recognises it."""
-        for module in load_checks():
-            if module.matches(probe):
-                module.check(Context(self, blob, out))
-                return True
-        return False
+        module = matching_check(probe)
+        if module is None:
+            return False
+        module.check(Context(self, blob, out))
+        return True
 
     # ------------------------------------------------------------------ pickles
     def _pickle(
@@ -425,7 +425,7 @@ class Analyzer:
                         member=self._chain(blob, a.member) if a.member else None,
                     )
                 )
-        for module in load_checks():
+        for module in zip_hooks():
             hook = getattr(module, "check_zip", None)
             if hook is not None:
                 hook(Context(self, blob, out), ZipView(buf, size, arc))
