@@ -147,13 +147,7 @@ def _describe_cov(entries: list[Coverage]) -> str:
     )
 
 
-_KNOWN_GAPS = {
-    "joblib/joblib/test/data/joblib_0.8.4_compressed_pickle_py27_np17.gz": (
-        "joblib <= 0.8.4 under Python 2 wrote a ZF header one space wider (22 bytes: "
-        "'ZF0x31f' + 15 spaces); joblib's read_zfile skips that space, modelshield's ZF "
-        "sniffer only tries offset 21, so the file is reported as binary-data/scanned (fail-open)"
-    ),
-}
+_KNOWN_GAPS: dict[str, str] = {}
 """Files a known analyser gap makes fail (strict xfail: the test says when it is fixed)."""
 
 
