@@ -509,7 +509,7 @@ def test_failure_in_verification_leaves_nothing(
     src = tmp_path / "w.pt"
     torch.save({"w": torch.randn(4)}, src)
 
-    def bad_verify(path: str, groups: object) -> None:
+    def bad_verify(path: str, groups: object, source: object) -> None:
         raise ConversionError("verification failed for w: data mismatch")
 
     monkeypatch.setattr(convert_mod, "_verify", bad_verify)

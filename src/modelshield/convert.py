@@ -134,7 +134,7 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
                 tensors.release()  # drop the input pages just written from this process
             fh.flush()
             os.fsync(fh.fileno())
-        _verify(tmp, groups)
+        _verify(tmp, groups, tensors)
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):
@@ -145,7 +145,7 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
     report.verified = True
 
 
-def _verify(path: str, groups: list[tuple[Tensor, list[str]]]) -> None:
+def _verify(path: str, groups: list[tuple[Tensor, list[str]]], source: TensorSet) -> None:
     """Read the written file back and compare every tensor with the source, byte for byte."""
     with read_tensors(path) as written:
         by_name = {t.name: t for t in written.tensors}
@@ -156,16 +156,26 @@ def _verify(path: str, groups: list[tuple[Tensor, list[str]]]) -> None:
             if not _same_bytes(w.read(), t.read()):
                 raise ConversionError(f"verification failed for {t.name}: data mismatch")
             written.release()
+            source.release()
             for a in aliases:
                 if a not in by_name:
                     raise ConversionError(f"verification failed: alias {a} missing")
 
 
-def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 20) -> bool:
-    """Compare in chunks (memcmp on small copies: memoryview equality is element-wise)."""
+def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 24) -> bool:
+    """Compare two buffers (memoryview equality is element-wise and slow)."""
     if len(a) != len(b):
         return False
-    va, vb = memoryview(a), memoryview(b)
+    va, vb = memoryview(a).cast("B"), memoryview(b).cast("B")
+    try:
+        import numpy as np
+    except ImportError:
+        return all(
+            bytes(va[i : i + chunk]) == bytes(vb[i : i + chunk]) for i in range(0, len(va), chunk)
+        )
     return all(
-        bytes(va[i : i + chunk]) == bytes(vb[i : i + chunk]) for i in range(0, len(va), chunk)
+        np.array_equal(
+            np.frombuffer(va[i : i + chunk], np.uint8), np.frombuffer(vb[i : i + chunk], np.uint8)
+        )
+        for i in range(0, len(va), chunk)
     )
