@@ -788,8 +788,7 @@ def _extend(r: _Run, target: Value, items: list[Value]) -> None:
     if not items:
         return  # CPython does nothing for an empty APPENDS, whatever the target
     if isinstance(target, Seq) and target.kind == "list":
-        for it in items:
-            target.add(it)
+        target.extend(items)
     elif isinstance(target, Ref | Namespace):
         # CPython calls target.extend()/append() on whatever object is there.
         r.emit(
@@ -842,8 +841,7 @@ def _op_additems(r: _Run, arg: object) -> None:
     if not items:
         return
     if isinstance(target, Seq) and target.kind == "set":
-        for it in items:
-            target.add(it)
+        target.extend(items)
     elif isinstance(target, Ref | Namespace):
         r.emit(
             EventKind.MUTATION,
@@ -1039,8 +1037,7 @@ def _op_empty_set(r: _Run, arg: object) -> None:
 
 def _seq(kind: str, items: list[Value]) -> Seq:
     s = Seq(kind)
-    for it in items:
-        s.add(it)
+    s.extend(items)
     return s
 
 

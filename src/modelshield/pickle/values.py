@@ -70,6 +70,12 @@ class Seq(Value):
             self.items.append(item)
         self.total += 1
 
+    def extend(self, items: list[Value]) -> None:
+        room = MAX_KEPT_ITEMS - len(self.items)
+        if room > 0:
+            self.items.extend(items[:room])
+        self.total += len(items)
+
 
 @dataclass(eq=False, slots=True)
 class DictV(Value):
