@@ -505,13 +505,15 @@ class _Run:
         u4 = _U4_FROM
         i4 = _I4_FROM
         f8 = _F8_FROM
+        push_arg = _op_push_arg
+        binput = _op_binput
+        memo = self.memo
         while True:
             pos = dec.pos
             if pos >= end:
+                self.index = index
                 raise PickleFormatError(pos, "pickle data was truncated", truncated=True)
             code = data[pos]
-            self.op_pos = pos
-            self.op_code = code
             kind, handler = fast[code]
             arg: object
             if kind == _K_NONE:
@@ -546,13 +548,24 @@ class _Run:
             else:
                 arg = dec.next_op().arg  # general path; raises on invalid or truncated input
             if index >= max_ops:
+                self.index = index
                 raise _Limit(LimitKind.OPCODES)
             if not index & 0xFFF:
+                self.index = index
                 self.check_stack()
                 if time.monotonic() > m.deadline:
                     raise _Limit(LimitKind.TIME)
-            self.index = index
-            handler(self, arg)
+            # The two most frequent opcodes inline; they cannot fail when the stack is not empty
+            # (so the position bookkeeping for events and errors is skipped for them).
+            if handler is push_arg:
+                self.stack.append(Const(arg))
+            elif handler is binput and self.stack:
+                memo[arg] = self.stack[-1]  # type: ignore[index]  # BINPUT: an unsigned int
+            else:
+                self.op_pos = pos
+                self.op_code = code
+                self.index = index
+                handler(self, arg)
             index += 1
             if handler is stop:
                 self.index = index
