@@ -146,23 +146,42 @@ def _write(tensors: TensorSet, out_path: str, report: ConversionReport) -> None:
 
 
 def _verify(path: str, groups: list[tuple[Tensor, list[str]]], source: TensorSet) -> None:
-    """Read the written file back and compare every tensor with the source, byte for byte."""
-    with read_tensors(path) as written:
-        by_name = {t.name: t for t in written.tensors}
+    """Read the written file back and compare every tensor with the source, byte for byte.
+
+    The output is read with plain file reads into one reusable buffer (its pages stay in the
+    page cache, not in this process), and the source's pages are released after each tensor:
+    resident memory stays near the largest tensor.
+    """
+    chunk = 1 << 24
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        base = 8 + n
+        meta = header.get("__metadata__", {})
+        aliases_written = json.loads(meta.get(ALIAS_KEY, "{}"))
+        buf = bytearray(chunk)
+        view = memoryview(buf)
         for t, aliases in groups:
-            w = by_name.get(t.name)
-            if w is None or w.dtype != t.dtype or w.shape != t.shape:
+            info = header.get(t.name)
+            if info is None or info["dtype"] != t.dtype or tuple(info["shape"]) != t.shape:
                 raise ConversionError(f"verification failed for {t.name}: header mismatch")
-            if not _same_bytes(w.read(), t.read()):
-                raise ConversionError(f"verification failed for {t.name}: data mismatch")
-            written.release()
+            begin, end = info["data_offsets"]
+            src = memoryview(t.read()).cast("B")
+            if end - begin != len(src):
+                raise ConversionError(f"verification failed for {t.name}: size mismatch")
+            fh.seek(base + begin)
+            for i in range(0, len(src), chunk):
+                k = fh.readinto(view[: min(chunk, len(src) - i)])
+                if not _same_bytes(view[:k], src[i : i + k]) or k == 0:
+                    raise ConversionError(f"verification failed for {t.name}: data mismatch")
+            del src
             source.release()
             for a in aliases:
-                if a not in by_name:
+                if aliases_written.get(a) != t.name:
                     raise ConversionError(f"verification failed: alias {a} missing")
 
 
-def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 24) -> bool:
+def _same_bytes(a: bytes | memoryview, b: bytes | memoryview) -> bool:
     """Compare two buffers (memoryview equality is element-wise and slow)."""
     if len(a) != len(b):
         return False
@@ -170,12 +189,5 @@ def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 
     try:
         import numpy as np
     except ImportError:
-        return all(
-            bytes(va[i : i + chunk]) == bytes(vb[i : i + chunk]) for i in range(0, len(va), chunk)
-        )
-    return all(
-        np.array_equal(
-            np.frombuffer(va[i : i + chunk], np.uint8), np.frombuffer(vb[i : i + chunk], np.uint8)
-        )
-        for i in range(0, len(va), chunk)
-    )
+        return bytes(va) == bytes(vb)
+    return bool(np.array_equal(np.frombuffer(va, np.uint8), np.frombuffer(vb, np.uint8)))
