@@ -38,10 +38,10 @@ EXIT_SETUP_FAILED = 70
 MAX_AUDIT_EVENTS = 20000
 MAX_ARG_CHARS = 600
 
-# Audit events recorded after the marker (the parent decides what they mean).
-AUDIT_EVENTS = frozenset(
+# Audit events recorded after the marker, by what they mean (the parent imports these sets to
+# judge the events; this file stays standalone: it must not import modelshield).
+PROCESS_AUDIT = frozenset(
     {
-        "pickle.find_class",
         "os.system",
         "os.exec",
         "os.posix_spawn",
@@ -49,9 +49,12 @@ AUDIT_EVENTS = frozenset(
         "os.fork",
         "os.forkpty",
         "os.startfile",
-        "os.kill",
         "subprocess.Popen",
         "pty.spawn",
+    }
+)
+NET_AUDIT = frozenset(
+    {
         "socket.__new__",
         "socket.connect",
         "socket.bind",
@@ -65,7 +68,10 @@ AUDIT_EVENTS = frozenset(
         "ftplib.connect",
         "smtplib.connect",
         "webbrowser.open",
-        "open",
+    }
+)
+FILE_AUDIT = frozenset(
+    {
         "os.remove",
         "os.rename",
         "os.rmdir",
@@ -82,28 +88,39 @@ AUDIT_EVENTS = frozenset(
         "shutil.copytree",
         "shutil.make_archive",
         "shutil.unpack_archive",
-        "ctypes.dlopen",
-        "ctypes.dlsym",
-        "ctypes.call_function",
-        "ctypes.cdata",
-        "ctypes.string_at",
-        "ctypes.addressof",
-        "exec",
-        "compile",
-        "marshal.loads",
-        "code.__new__",
-        "function.__new__",
-        "builtins.input",
-        "import",
-        "sys.settrace",
-        "sys.setprofile",
-        "os.putenv",
-        "os.unsetenv",
-        "mmap.__new__",
-        "resource.setrlimit",
-        "resource.prlimit",
-        "signal.pthread_kill",
     }
+)
+NATIVE_AUDIT = frozenset({"ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function"})
+AUDIT_EVENTS = (
+    PROCESS_AUDIT
+    | NET_AUDIT
+    | FILE_AUDIT
+    | NATIVE_AUDIT
+    | frozenset(
+        {
+            "pickle.find_class",
+            "os.kill",
+            "open",
+            "ctypes.cdata",
+            "ctypes.string_at",
+            "ctypes.addressof",
+            "exec",
+            "compile",
+            "marshal.loads",
+            "code.__new__",
+            "function.__new__",
+            "builtins.input",
+            "import",
+            "sys.settrace",
+            "sys.setprofile",
+            "os.putenv",
+            "os.unsetenv",
+            "mmap.__new__",
+            "resource.setrlimit",
+            "resource.prlimit",
+            "signal.pthread_kill",
+        }
+    )
 )
 
 _CALLER_EVENTS = frozenset({"exec", "compile", "marshal.loads", "ctypes.dlopen", "open"})

@@ -27,6 +27,7 @@ from modelshield.findings import (
     Severity,
 )
 from modelshield.sandbox import rules as R
+from modelshield.sandbox._child import FILE_AUDIT, NATIVE_AUDIT, NET_AUDIT, PROCESS_AUDIT
 from modelshield.sandbox.runner import RawRun
 from modelshield.sandbox.strace import ProcessExit, Signal, Syscall, decode_string, fd_path, parse
 
@@ -96,51 +97,10 @@ _ESCAPE_CALLS = {
     "io_uring_register",
     "seccomp",
 }
-_PROCESS_AUDIT = {
-    "os.system",
-    "os.exec",
-    "os.posix_spawn",
-    "os.spawn",
-    "os.fork",
-    "os.forkpty",
-    "os.startfile",
-    "subprocess.Popen",
-    "pty.spawn",
-}
-_NET_AUDIT = {
-    "socket.__new__",
-    "socket.connect",
-    "socket.bind",
-    "socket.sendto",
-    "socket.sendmsg",
-    "socket.getaddrinfo",
-    "socket.gethostbyname",
-    "socket.gethostbyaddr",
-    "urllib.Request",
-    "http.client.connect",
-    "ftplib.connect",
-    "smtplib.connect",
-    "webbrowser.open",
-}
-_FILE_AUDIT = {
-    "os.remove",
-    "os.rename",
-    "os.rmdir",
-    "os.mkdir",
-    "os.chmod",
-    "os.chown",
-    "os.link",
-    "os.symlink",
-    "os.truncate",
-    "os.utime",
-    "shutil.rmtree",
-    "shutil.move",
-    "shutil.copyfile",
-    "shutil.copytree",
-    "shutil.make_archive",
-    "shutil.unpack_archive",
-}
-_NATIVE_AUDIT = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function"}
+_PROCESS_AUDIT = PROCESS_AUDIT
+_NET_AUDIT = NET_AUDIT
+_FILE_AUDIT = FILE_AUDIT
+_NATIVE_AUDIT = NATIVE_AUDIT
 _LOADER_FILES = ("pickle.py", "_child.py", "serialization.py", "numpy_pickle.py", "format.py")
 _SCRATCH_DIRS = ("/tmp", "/dev/shm")  # noqa: S108 - paths inside the sandbox
 _SCRATCH = tuple(d + "/" for d in _SCRATCH_DIRS)
