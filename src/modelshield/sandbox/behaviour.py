@@ -97,10 +97,6 @@ _ESCAPE_CALLS = {
     "io_uring_register",
     "seccomp",
 }
-_PROCESS_AUDIT = PROCESS_AUDIT
-_NET_AUDIT = NET_AUDIT
-_FILE_AUDIT = FILE_AUDIT
-_NATIVE_AUDIT = NATIVE_AUDIT
 _LOADER_FILES = ("pickle.py", "_child.py", "serialization.py", "numpy_pickle.py", "format.py")
 _SCRATCH_DIRS = ("/tmp", "/dev/shm")  # noqa: S108 - paths inside the sandbox
 _SCRATCH = tuple(d + "/" for d in _SCRATCH_DIRS)
@@ -442,11 +438,11 @@ class _Analyser:
         elif event == "import":
             if args and isinstance(args[0], str) and args[0] not in self.b.imports:
                 self.b.imports.append(args[0])
-        elif event in _PROCESS_AUDIT:
+        elif event in PROCESS_AUDIT:
             self.add(Event(kind="process", detail=_short(text), rule_id=R.PROCESS, **common))
-        elif event in _NET_AUDIT:
+        elif event in NET_AUDIT:
             self.add(Event(kind="network", detail=_short(text), rule_id=R.NETWORK, **common))
-        elif event in _FILE_AUDIT:
+        elif event in FILE_AUDIT:
             self.add(Event(kind="file", detail=_short(text), rule_id=R.FILE_CHANGE, **common))
         elif event == "open" and args:
             mode = args[1] if len(args) > 1 else None
@@ -456,7 +452,7 @@ class _Analyser:
             )
             if writes and args[0] != "/dev/null":
                 self.add(Event(kind="file", detail=_short(text), rule_id=R.FILE_CHANGE, **common))
-        elif event in _NATIVE_AUDIT:
+        elif event in NATIVE_AUDIT:
             self.add(Event(kind="native", detail=_short(text), rule_id=R.NATIVE_CODE, **common))
         elif event in ("exec", "compile", "marshal.loads"):
             caller = msg.get("caller")
