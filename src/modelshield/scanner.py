@@ -255,19 +255,25 @@ def _run(
             if progress:
                 progress(i, total, t.display)
         return
-    from concurrent.futures import ProcessPoolExecutor  # only for parallel scans: slow import
+    from concurrent.futures import (
+        ProcessPoolExecutor,  # only for parallel scans: slow import
+        as_completed,
+    )
 
     with ProcessPoolExecutor(
         max_workers=min(jobs, total),
         initializer=_init_worker,
         initargs=(analyzer.config, analyzer.limits),
     ) as pool:
-        for i, (t, outcome) in enumerate(
-            zip(tasks, pool.map(_work, tasks, chunksize=4), strict=True), 1
-        ):
-            yield outcome
+        # Largest files first, one task each: the workers finish together (the results are
+        # sorted by the caller, so the order they come back in does not matter).
+        futures = {
+            pool.submit(_work, t): t for t in sorted(tasks, key=lambda t: t.size, reverse=True)
+        }
+        for i, future in enumerate(as_completed(futures), 1):
+            yield future.result()
             if progress:
-                progress(i, total, t.display)
+                progress(i, total, futures[future].display)
 
 
 def scan(
@@ -308,8 +314,8 @@ def scan(
     return ScanResult(
         findings=tuple(sorted(findings, key=Finding.sort_key)),
         coverage=tuple(sorted(coverage, key=lambda c: (c.path, c.member or ""))),
-        errors=tuple(errors),
-        suppressed=tuple(suppressed),
+        errors=tuple(sorted(errors, key=lambda e: (e.path, e.message))),
+        suppressed=tuple(sorted(suppressed, key=Finding.sort_key)),
         duration_s=time.perf_counter() - started,
         bytes_read=bytes_read,
         inputs=tuple(os.fspath(i) for i in inputs),

@@ -229,22 +229,23 @@ class Reader:
         unpack = struct.Struct(self.bo + ("Q" if self.wide else "I")).unpack_from
         mv, pos, end, limit = self.mv, self.pos, self.end, self.limits.max_string
         refs: list[StringRef] = []
+        base = self.base
         for i in range(n):
             if pos + width > end:
                 self.pos = pos
-                raise GGUFError(f"truncated: length of array string {i} of {n}", pos - self.base)
+                raise GGUFError(f"truncated: length of array string {i} of {n}", pos - base)
             (length,) = unpack(mv, pos)
-            pos += width
-            if length > limit or pos + length > end:
-                self.pos = pos
+            start = pos + width
+            pos = start + length
+            if pos > end or length > limit:
+                self.pos = start
                 why = f"over the limit of {limit}" if length > limit else "truncated"
                 raise GGUFError(
-                    f"{why}: array string {i} of {n} is {length} bytes, {end - pos} remain",
-                    pos - self.base,
+                    f"{why}: array string {i} of {n} is {length} bytes, {end - start} remain",
+                    start - base,
                 )
             if keep:
-                refs.append(StringRef(pos - self.base, length))
-            pos += length
+                refs.append(StringRef(start - base, length))
         self.pos = pos
         return ArrayRef(ValueType.STRING, n, first, tuple(refs) if keep else None)
 
