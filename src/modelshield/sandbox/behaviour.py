@@ -307,52 +307,40 @@ class _Analyser:
         name = c.name
         blocked = c.failed
         res = _errno_text(c)
-        common: dict[str, Any] = {"source": "kernel", "name": name, "pid": c.pid, "time": c.time}
+
+        def record(
+            kind: str, detail: str, rule_id: str, args: tuple[str, ...] | None = None
+        ) -> None:
+            self.add(
+                Event(
+                    kind=kind,
+                    detail=_short(detail),
+                    args=c.args if args is None else args,
+                    result=res,
+                    blocked=blocked,
+                    rule_id=rule_id,
+                    source="kernel",
+                    name=name,
+                    pid=c.pid,
+                    time=c.time,
+                )
+            )
+
         if name in ("execve", "execveat"):
             idx = 1 if name == "execveat" else 0
             prog = _str_arg(c.args[idx]) if len(c.args) > idx else "?"
             argv = c.args[idx + 1] if len(c.args) > idx + 1 else ""
-            self.add(
-                Event(
-                    kind="process",
-                    detail=_short(f"{prog} {argv}"),
-                    args=c.args[:3],
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.PROCESS,
-                    **common,
-                )
-            )
+            record("process", f"{prog} {argv}", R.PROCESS, c.args[:3])
         elif name in ("fork", "vfork", "clone", "clone3"):
             if "CLONE_THREAD" in " ".join(c.args):
                 if not c.failed:
                     self.b.threads += 1
                 return
             flags = "|".join(sorted({t for t in re.findall(r"CLONE_[A-Z_]+", " ".join(c.args))}))
-            self.add(
-                Event(
-                    kind="process",
-                    detail=_short(f"new process ({name}{', ' + flags if flags else ''})"),
-                    args=c.args,
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.PROCESS,
-                    **common,
-                )
-            )
+            record("process", f"new process ({name}{', ' + flags if flags else ''})", R.PROCESS)
         elif name in _NET_CALLS:
             detail = ", ".join(c.args[:2]) if name != "socket" else ", ".join(c.args)
-            self.add(
-                Event(
-                    kind="network",
-                    detail=_short(detail),
-                    args=c.args,
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.NETWORK,
-                    **common,
-                )
-            )
+            record("network", detail, R.NETWORK)
         elif name in _OPEN_CALLS:
             pidx, fidx = _OPEN_CALLS[name]
             flags = c.args[fidx] if fidx is not None and len(c.args) > fidx else "O_CREAT"
@@ -362,45 +350,15 @@ class _Analyser:
             path = _resolve(raw_path, c.args[0] if pidx == 1 else None)
             if path == "/dev/null":
                 return
-            self.add(
-                Event(
-                    kind="file",
-                    detail=_short(f"open for writing {path} ({flags}; {_where(path)})"),
-                    args=c.args,
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.FILE_CHANGE,
-                    **common,
-                )
-            )
+            record("file", f"open for writing {path} ({flags}; {_where(path)})", R.FILE_CHANGE)
         elif name in _FILE_CALLS:
             paths = [
                 _str_arg(a) for a in c.args if a.startswith('"') and decode_string(a) is not None
             ]
             where = _where(paths[0]) if paths and name != "memfd_create" else "memory"
-            self.add(
-                Event(
-                    kind="file",
-                    detail=_short(f"{_FILE_CALLS[name]} {' -> '.join(paths)} ({where})"),
-                    args=c.args,
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.FILE_CHANGE,
-                    **common,
-                )
-            )
+            record("file", f"{_FILE_CALLS[name]} {' -> '.join(paths)} ({where})", R.FILE_CHANGE)
         elif name in _ESCAPE_CALLS:
-            self.add(
-                Event(
-                    kind="escape",
-                    detail=_short(f"{name}({', '.join(c.args[:3])})"),
-                    args=c.args[:4],
-                    result=res,
-                    blocked=blocked,
-                    rule_id=R.ESCAPE,
-                    **common,
-                )
-            )
+            record("escape", f"{name}({', '.join(c.args[:3])})", R.ESCAPE, c.args[:4])
         elif name in ("close", "close_range", "dup2", "dup3") and self.report_fd is not None:
             if name == "close_range":
                 hit = _in_range(self.report_fd, c.args)
@@ -410,17 +368,7 @@ class _Analyser:
             if hit:
                 what = "closed" if name == "close" else "replaced"
                 self.tampered.append(f"report channel {what} ({name}({', '.join(c.args)}))")
-                self.add(
-                    Event(
-                        kind="tamper",
-                        detail=_short(f"report channel {what}: {name}({', '.join(c.args)})"),
-                        args=c.args,
-                        result=res,
-                        blocked=blocked,
-                        rule_id=R.TAMPERING,
-                        **common,
-                    )
-                )
+                record("tamper", f"report channel {what}: {name}({', '.join(c.args)})", R.TAMPERING)
 
     # audit --------------------------------------------------------------------------------
 
