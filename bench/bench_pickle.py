@@ -882,6 +882,15 @@ def _fmt_ratio(t: float, ref: float) -> str:
     return f"{r:.1f}x slower" if r >= 1 else f"{1 / r:.1f}x faster"
 
 
+def _status_row(r: ToolResult) -> str | None:
+    """The table row of a tool that did not run (not installed, or every run failed)."""
+    if not r.available:
+        return f"| {r.name} | not installed | | | | | | |"
+    if r.note and not r.times:
+        return f"| {r.name} | failed: {r.note} | | | | | | |"
+    return None
+
+
 def table_synthetic(results: list[ToolResult], ds: Dataset, ref: float) -> str:
     mal, ben = set(ds.malicious), set(ds.benign)
     head = (
@@ -890,11 +899,9 @@ def table_synthetic(results: list[ToolResult], ds: Dataset, ref: float) -> str:
     )
     rows = [head, "|" + "---|" * 8]
     for r in results:
-        if not r.available:
-            rows.append(f"| {r.name} | not installed | | | | | | |")
-            continue
-        if r.note and not r.times:
-            rows.append(f"| {r.name} | failed: {r.note} | | | | | | |")
+        status = _status_row(r)
+        if status:
+            rows.append(status)
             continue
         rss = f"{r.maxrss_kb / 1024:.0f}" if r.maxrss_kb else "-"
         rows.append(
@@ -912,11 +919,9 @@ def table_corpus(results: list[ToolResult], n_files: int, ref: float) -> str:
     )
     rows = [head, "|" + "---|" * 8]
     for r in results:
-        if not r.available:
-            rows.append(f"| {r.name} | not installed | | | | | | |")
-            continue
-        if r.note and not r.times:
-            rows.append(f"| {r.name} | failed: {r.note} | | | | | | |")
+        status = _status_row(r)
+        if status:
+            rows.append(status)
             continue
         rss = f"{r.maxrss_kb / 1024:.0f}" if r.maxrss_kb else "-"
         rows.append(
