@@ -13,6 +13,8 @@ decoded only on request, so a 150 000-token vocabulary costs one pass over its l
 from __future__ import annotations
 
 import enum
+import functools
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -230,7 +232,29 @@ class Reader:
         mv, pos, end, limit = self.mv, self.pos, self.end, self.limits.max_string
         refs: list[StringRef] = []
         base = self.base
-        for i in range(n):
+        i = 0  # strings walked
+        if not keep and self.bo == "<" and limit >= 255:
+            # Vocabularies are hundreds of thousands of short strings: a regular expression
+            # steps over _RUN of them at a time in C when each is under 256 bytes. Any other
+            # run is walked one string at a time below, bounds and errors included.
+            run = _short_strings(width)
+            while n - i >= _RUN:
+                m = run.match(mv, pos, end)
+                if m is not None:
+                    pos, i = m.end(), i + _RUN
+                    continue
+                # A long string in this run, or a broken array: walk the run one string at a
+                # time; a break is left to the checked loop below, which reports it.
+                for _ in range(_RUN):
+                    length = unpack(mv, pos)[0] if pos + width <= end else -1
+                    if length < 0 or length > limit or pos + width + length > end:
+                        break
+                    pos += width + length
+                    i += 1
+                else:
+                    continue
+                break
+        for i in range(i, n):  # noqa: B020  # continues from the strings already walked
             if pos + width > end:
                 self.pos = pos
                 raise GGUFError(f"truncated: length of array string {i} of {n}", pos - base)
@@ -248,6 +272,20 @@ class Reader:
                 refs.append(StringRef(start - base, length))
         self.pos = pos
         return ArrayRef(ValueType.STRING, n, first, tuple(refs) if keep else None)
+
+
+_RUN = 1024
+"""Strings stepped over per regular-expression match."""
+
+
+@functools.cache
+def _short_strings(width: int) -> re.Pattern[bytes]:
+    """Matches _RUN consecutive strings under 256 bytes with little-endian ``width``-byte
+    lengths: one alternative per length, told apart by the first byte of the length field."""
+    alternatives = [
+        re.escape(bytes([n]) + bytes(width - 1)) + (b".{%d}" % n if n else b"") for n in range(256)
+    ]
+    return re.compile(b"(?:" + b"|".join(alternatives) + b"){%d}+" % _RUN, re.DOTALL)
 
 
 def parse(
