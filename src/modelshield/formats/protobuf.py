@@ -8,7 +8,7 @@ payloads (tensor bytes) are stepped over without being copied.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from modelshield.pickle.opcodes import Buffer
 
@@ -24,8 +24,7 @@ class ProtobufError(Exception):
     """The bytes are not a well-formed protobuf message."""
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(NamedTuple):
     number: int
     wire_type: int
     value: int
@@ -57,33 +56,48 @@ def read_varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
 def iter_fields(
     buf: Buffer | memoryview, start: int = 0, end: int | None = None
 ) -> Iterator[Field]:
-    """Yield the fields of one message in ``buf[start:end]``. Raises :class:`ProtobufError`."""
+    """Yield the fields of one message in ``buf[start:end]``. Raises :class:`ProtobufError`.
+
+    One-byte keys, lengths and varints (nearly all of them) are decoded inline."""
     data = buf if isinstance(buf, memoryview) else memoryview(buf)
     stop = len(data) if end is None else end
     pos = start
+    new = Field._make
     while pos < stop:
-        key, pos = read_varint(data, pos, stop)
+        key = data[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(data, pos, stop)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtobufError("field number 0")
-        if wire == VARINT:
-            value, pos = read_varint(data, pos, stop)
-            yield Field(number, wire, value, pos)
-        elif wire == LEN:
-            length, pos = read_varint(data, pos, stop)
+        if wire == LEN:
+            if pos < stop and data[pos] < 0x80:
+                length = data[pos]
+                pos += 1
+            else:
+                length, pos = read_varint(data, pos, stop)
             if pos + length > stop:
                 raise ProtobufError("length-delimited field runs past the message")
-            yield Field(number, wire, pos, pos + length)
+            yield new((number, wire, pos, pos + length))
             pos += length
+        elif wire == VARINT:
+            if pos < stop and data[pos] < 0x80:
+                value = data[pos]
+                pos += 1
+            else:
+                value, pos = read_varint(data, pos, stop)
+            yield new((number, wire, value, pos))
         elif wire == FIXED64:
             if pos + 8 > stop:
                 raise ProtobufError("truncated fixed64")
-            yield Field(number, wire, int.from_bytes(data[pos : pos + 8], "little"), pos + 8)
+            yield new((number, wire, int.from_bytes(data[pos : pos + 8], "little"), pos + 8))
             pos += 8
         elif wire == FIXED32:
             if pos + 4 > stop:
                 raise ProtobufError("truncated fixed32")
-            yield Field(number, wire, int.from_bytes(data[pos : pos + 4], "little"), pos + 4)
+            yield new((number, wire, int.from_bytes(data[pos : pos + 4], "little"), pos + 4))
             pos += 4
         else:
             raise ProtobufError(f"unsupported wire type {wire}")

@@ -95,6 +95,11 @@ class TFLiteModel:
         return [c for c in self.operator_codes if c.is_custom]
 
 
+_U16 = struct.Struct("<H").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_I32 = struct.Struct("<i").unpack_from
+
+
 class _Reader:
     def __init__(self, view: memoryview, base: int, size: int) -> None:
         self.view = view
@@ -107,7 +112,8 @@ class _Reader:
     def _need(self, pos: int, n: int, what: str, *, read: bool = True) -> int:
         if pos < 0 or pos + n > self.size:
             raise TFLiteError(f"{what} at {pos} lies outside the file ({self.size} bytes)", pos)
-        self.end = max(self.end, pos + n)
+        if pos + n > self.end:
+            self.end = pos + n
         if read:
             self.read += n
         return self.base + pos
@@ -120,16 +126,13 @@ class _Reader:
         return v - 256 if v > 127 else v
 
     def u16(self, pos: int, what: str) -> int:
-        at = self._need(pos, 2, what)
-        return int.from_bytes(self.view[at : at + 2], "little")
+        return int(_U16(self.view, self._need(pos, 2, what))[0])
 
     def u32(self, pos: int, what: str) -> int:
-        at = self._need(pos, 4, what)
-        return int.from_bytes(self.view[at : at + 4], "little")
+        return int(_U32(self.view, self._need(pos, 4, what))[0])
 
     def i32(self, pos: int, what: str) -> int:
-        at = self._need(pos, 4, what)
-        return int.from_bytes(self.view[at : at + 4], "little", signed=True)
+        return int(_I32(self.view, self._need(pos, 4, what))[0])
 
     def u64(self, pos: int, what: str) -> int:
         at = self._need(pos, 8, what)
