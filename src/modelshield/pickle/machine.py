@@ -327,9 +327,10 @@ class _Run:
                 return Obj(built, text)
         quiet = self.m.quiet
         if quiet is not None and quiet(name):
-            evidence = f"{name}(...)"  # allowlisted: the event is not kept, skip rendering
-        else:
-            evidence = render_call(name, args, kwargs)
+            # Allowlisted: the event would not be kept; neither render nor record it.
+            self.dropped += 1
+            return self.emulate(name, args, kwargs, f"{name}(...)")
+        evidence = render_call(name, args, kwargs)
         self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
         return self.emulate(name, args, kwargs, evidence)
 
@@ -508,8 +509,118 @@ class _Run:
         push_arg = _op_push_arg
         binput = _op_binput
         memo = self.memo
+        eager = EAGER_BYTES
+        raw = dec.buf  # slices of it are bytes (or bytearray): cheaper to decode than views
+        small = _SMALL_INTS
         while True:
             pos = dec.pos
+            if index & 0xFFF:
+                # Runs of plain-data opcodes (strings, small ints, memo traffic: most of a big
+                # vocabulary or state dict) are handled by this tight loop. It stops at the next
+                # bounds check (every 4096 opcodes) and at anything that could fail or emit an
+                # event: the general step below then handles that opcode, errors included.
+                stack = self.stack
+                stop_at = min(max_ops, (index | 0xFFF) + 1)
+                while index < stop_at and pos < end:
+                    code = raw[pos]
+                    if code == 0x58 or code == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
+                        if code == 0x8C:
+                            if pos + 2 > end:
+                                break
+                            start = pos + 2
+                            n = raw[pos + 1]
+                        else:
+                            if pos + 5 > end:
+                                break
+                            start = pos + 5
+                            n = u4(raw, pos + 1)[0]
+                        stop_pos = start + n
+                        if n > eager or stop_pos > end:
+                            break
+                        try:
+                            text = raw[start:stop_pos].decode("utf-8", "surrogatepass")
+                        except UnicodeDecodeError:
+                            break
+                        value = Const(text)
+                        stack.append(value)
+                        pos = stop_pos
+                        # Strings are usually memoized next: done here, one pass fewer.
+                        if pos + 5 <= end and index + 1 < stop_at:
+                            code = raw[pos]
+                            if code == 0x72:  # LONG_BINPUT
+                                memo[u4(raw, pos + 1)[0]] = value
+                                pos += 5
+                                index += 1
+                            elif code == 0x94:  # MEMOIZE
+                                memo[len(memo)] = value
+                                pos += 1
+                                index += 1
+                            elif code == 0x71:  # BINPUT
+                                memo[raw[pos + 1]] = value
+                                pos += 2
+                                index += 1
+                    elif code == 0x72 or code == 0x71 or code == 0x94:  # (LONG_)BINPUT, MEMOIZE
+                        if not stack:
+                            break
+                        if code == 0x71:
+                            if pos + 2 > end:
+                                break
+                            memo[raw[pos + 1]] = stack[-1]
+                            pos += 2
+                        elif code == 0x72:
+                            if pos + 5 > end:
+                                break
+                            memo[u4(raw, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        else:
+                            memo[len(memo)] = stack[-1]
+                            pos += 1
+                    elif code == 0x68 or code == 0x6A:  # BINGET, LONG_BINGET
+                        if code == 0x68:
+                            if pos + 2 > end:
+                                break
+                            got = memo.get(raw[pos + 1])
+                            if got is None:
+                                break
+                            pos += 2
+                        else:
+                            if pos + 5 > end:
+                                break
+                            got = memo.get(u4(raw, pos + 1)[0])
+                            if got is None:
+                                break
+                            pos += 5
+                        stack.append(got)
+                    elif code == 0x4B:  # BININT1
+                        if pos + 2 > end:
+                            break
+                        stack.append(small[raw[pos + 1]])
+                        pos += 2
+                    elif code == 0x4A:  # BININT
+                        if pos + 5 > end:
+                            break
+                        stack.append(Const(i4(raw, pos + 1)[0]))
+                        pos += 5
+                    elif code == 0x4D:  # BININT2
+                        if pos + 3 > end:
+                            break
+                        stack.append(Const(raw[pos + 1] | (raw[pos + 2] << 8)))
+                        pos += 3
+                    elif code == 0x47:  # BINFLOAT
+                        if pos + 9 > end:
+                            break
+                        stack.append(Const(f8(raw, pos + 1)[0]))
+                        pos += 9
+                    elif code == 0x4E:  # NONE
+                        stack.append(_NONE)
+                        pos += 1
+                    elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
+                        stack.append(_TRUE if code == 0x88 else _FALSE)
+                        pos += 1
+                    else:
+                        break
+                    index += 1
+                dec.pos = pos
             if pos >= end:
                 self.index = index
                 raise PickleFormatError(pos, "pickle data was truncated", truncated=True)
@@ -698,16 +809,23 @@ def _op_push_arg(r: _Run, arg: object) -> None:
     r.stack.append(Const(arg))
 
 
+# Constants are never mutated: the common ones are shared (as CPython shares them).
+_NONE = Const(None)
+_TRUE = Const(True)
+_FALSE = Const(False)
+_SMALL_INTS = [Const(i) for i in range(256)]
+
+
 def _op_none(r: _Run, arg: object) -> None:
-    r.push(Const(None))
+    r.push(_NONE)
 
 
 def _op_true(r: _Run, arg: object) -> None:
-    r.push(Const(True))
+    r.push(_TRUE)
 
 
 def _op_false(r: _Run, arg: object) -> None:
-    r.push(Const(False))
+    r.push(_FALSE)
 
 
 def _op_persid(r: _Run, arg: object) -> None:
@@ -1295,7 +1413,7 @@ class Machine:
         self.joblib = joblib
         self.joblib_regions: list[tuple[int, int, str]] = []
         self.quiet = quiet
-        """Names whose calls need no rendered evidence (their events are not kept)."""
+        """Names whose call events ``keep`` would drop: they are neither rendered nor built."""
 
     def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
         """Analyse every pickle in ``buf[start:end]``; offsets in events are relative to start."""
