@@ -308,3 +308,16 @@ def test_persistent_ids_are_recorded() -> None:
 def test_mutation_of_a_global_is_recorded() -> None:
     a = analyse(b"cos\nenviron\n(S'LD_PRELOAD'\nS'/tmp/x.so'\nu.")
     assert any(e.kind is EventKind.MUTATION and e.name == "os.environ" for e in a.events())
+
+
+def test_every_emulated_name_passes_the_fast_exit() -> None:
+    """emulate() returns a plain Obj at once for names outside _EMULATED: each name it tests
+    must be listed there, or its emulation would silently never run."""
+    import inspect
+    import re
+
+    from modelshield.pickle import machine
+
+    body = inspect.getsource(machine._Run.emulate)
+    named = set(re.findall(r'"([A-Za-z_]+(?:\.[A-Za-z_]+)+)"', body))
+    assert named and named <= machine._EMULATED

@@ -185,6 +185,44 @@ _RECONSTRUCTORS = {
 _DECOMPRESSORS = {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress"}
 
 
+_EMULATED = frozenset(
+    {
+        "builtins.getattr",
+        "operator.attrgetter",
+        "operator.itemgetter",
+        "operator.methodcaller",
+        "functools.partial",
+        "importlib.import_module",
+        "importlib.__import__",
+        "builtins.__import__",
+        "pkgutil.resolve_name",
+        "pydoc.locate",
+        "operator.getitem",
+        "builtins.dict.get",
+        "builtins.dict.__getitem__",
+        "builtins.vars",
+        "builtins.globals",
+        "builtins.locals",
+        "dill._dill._load_type",
+        "dill._dill._import_module",
+        "dill._dill._get_attr",
+        "dill._dill._create_array",
+        "codecs.decode",
+        "codecs.encode",
+        "builtins.str.encode",
+        "builtins.bytes",
+        "builtins.bytearray",
+        "io.BytesIO",
+        "builtins.eval",
+        *_RECONSTRUCTORS,
+        *_LOADERS,
+        *_B64ISH,
+        *_DECOMPRESSORS,
+    }
+)
+"""Every name :meth:`_Run.emulate` computes a result for (any other call gives an Obj)."""
+
+
 def _bounded_decompress(name: str, data: bytes, limit: int) -> bytes:
     if name == "zlib.decompress":
         d = zlib.decompressobj()
@@ -340,6 +378,8 @@ class _Run:
 
     def emulate(self, name: str, args: list[Value], kwargs: DictV | None, evidence: str) -> Value:
         """Compute the result of the few pure functions needed to see through indirection."""
+        if name not in _EMULATED:
+            return Obj(name, evidence, args=args[:4])
         a0 = args[0] if args else None
         s0 = a0.as_str() if isinstance(a0, Const) else None
         if name == "builtins.getattr":
@@ -617,6 +657,37 @@ class _Run:
                     elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
                         stack.append(_TRUE if code == 0x88 else _FALSE)
                         pos += 1
+                    elif code == 0x28:  # MARK
+                        self.metastack.append(stack)
+                        self.marked += len(stack)
+                        stack = self.stack = []
+                        pos += 1
+                    elif 0x85 <= code <= 0x87:  # TUPLE1, TUPLE2, TUPLE3
+                        n = code - 0x84
+                        if len(stack) < n:
+                            break
+                        items = stack[-n:]
+                        del stack[-n:]
+                        stack.append(Seq("tuple", items, n))
+                        pos += 1
+                    elif code == 0x7D:  # EMPTY_DICT
+                        stack.append(DictV())
+                        pos += 1
+                    elif code == 0x5D or code == 0x29:  # EMPTY_LIST, EMPTY_TUPLE
+                        stack.append(Seq("list" if code == 0x5D else "tuple"))
+                        pos += 1
+                    elif code == 0x55 or code == 0x43:  # SHORT_BINSTRING, SHORT_BINBYTES
+                        if pos + 2 > end:
+                            break
+                        start = pos + 2
+                        stop_pos = start + raw[pos + 1]
+                        if stop_pos > end:
+                            break
+                        if code == 0x55:  # a Python 2 str: kept as text (see _op_string)
+                            stack.append(Const(raw[start:stop_pos].decode("latin-1")))
+                        else:
+                            stack.append(Const(bytes(raw[start:stop_pos])))
+                        pos = stop_pos
                     else:
                         break
                     index += 1

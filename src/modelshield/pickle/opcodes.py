@@ -341,6 +341,8 @@ def parse_line_int(raw: bytes, pos: int, opcode: str = "LONG") -> int:
 
 def _strtol0(text: str) -> int | None:
     """C ``strtol(text, &end, 0)`` that must consume the whole text; None when it would not."""
+    if text.isdigit() and len(text) < 19 and (text[0] != "0" or len(text) == 1):
+        return int(text)  # the common case: plain decimal (the text is ASCII), fits in 64 bits
     body = text.lstrip(" \t\r\f\v")
     sign = 1
     if body[:1] in ("+", "-"):
