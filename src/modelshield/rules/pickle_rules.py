@@ -138,6 +138,9 @@ def _stream_findings(
     called: set[str] = set()
     imported: dict[str, Event] = {}
     persids = 0
+    # An event like one before it gives the same finding, which _cap drops: skip it early
+    # (a big pickle restores thousands of objects of the same class).
+    seen: set[tuple[object, ...]] = set()
     for ev in stream.events:
         if ev.kind is EventKind.IMPORT:
             if ev.name is not None and ev.name not in imported:
@@ -151,6 +154,11 @@ def _stream_findings(
             persids += 1
             if persids > 1:
                 continue
+        if ev.nested is None:
+            key = (ev.kind, ev.name, ev.evidence, ev.via, ev.new_only, ev.payload_kind)
+            if key in seen:
+                continue
+            seen.add(key)
         f = _event_finding(ev, policy, where, ctx)
         if f is not None:
             yield f
