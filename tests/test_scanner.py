@@ -142,6 +142,31 @@ def test_parallel_jobs_give_the_same_result(tmp_path: Path) -> None:
     assert serial.coverage == parallel.coverage
 
 
+def test_parallel_batches_big_and_small_files(tmp_path: Path) -> None:
+    big = pickle.dumps(list(range(100_000)))  # over the small-file size: a unit of its own
+    for i in range(40):
+        data = MALICIOUS if i % 7 == 0 else big if i % 10 == 1 else pickle.dumps(i)
+        (tmp_path / f"f{i:02}.pkl").write_bytes(data)
+    seen: list[tuple[int, str]] = []
+    parallel = scan(tmp_path, jobs=2, progress=lambda done, total, path: seen.append((done, path)))
+    serial = scan(tmp_path, jobs=1)
+    assert serial.findings == parallel.findings and serial.coverage == parallel.coverage
+    assert [d for d, _ in seen] == list(range(1, 41))
+    assert sorted(Path(p).name for _, p in seen) == sorted(f"f{i:02}.pkl" for i in range(40))
+
+
+def test_batches_cover_every_file_once_largest_first() -> None:
+    from modelshield.scanner import _BATCH_FILES, _SMALL_FILE, FileTask, _batches
+
+    tasks = [FileTask(f"p{i}", f"p{i}", size=(i % 5) * _SMALL_FILE // 2) for i in range(50)]
+    batches = _batches(tasks)
+    assert sorted(t.path for b in batches for t in b) == sorted(t.path for t in tasks)
+    assert all(len(b) == 1 for b in batches if b[0].size >= _SMALL_FILE)
+    assert all(len(b) <= _BATCH_FILES for b in batches)
+    firsts = [b[0].size for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+
+
 def test_progress_callback(tmp_path: Path) -> None:
     for i in range(3):
         (tmp_path / f"{i}.pkl").write_bytes(pickle.dumps(i))

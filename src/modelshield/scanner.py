@@ -31,6 +31,9 @@ ProgressCallback = Callable[[int, int, str], None]
 
 _PARALLEL_MIN_FILES = 16
 _PARALLEL_MIN_BYTES = 64 << 20
+_SMALL_FILE = 256 << 10
+"""Files under this size go to worker processes in batches of up to _BATCH_FILES."""
+_BATCH_FILES = 16
 
 
 @dataclass(frozen=True)
@@ -233,9 +236,18 @@ def _init_worker(config: Config, limits: Limits) -> None:
     _WORKER = Analyzer(config, limits)
 
 
-def _work(task: FileTask) -> FileOutcome:
+def _work(batch: list[FileTask]) -> list[FileOutcome]:
     assert _WORKER is not None
-    return _WORKER.scan_file(task)
+    return [_WORKER.scan_file(t) for t in batch]
+
+
+def _batches(tasks: list[FileTask]) -> list[list[FileTask]]:
+    """Work units for the pool, largest first so that the workers finish together: each big
+    file alone, small files grouped (one unit each would cost more to hand over than to scan)."""
+    ordered = sorted(tasks, key=lambda t: t.size, reverse=True)
+    big = [[t] for t in ordered if t.size >= _SMALL_FILE]
+    small = [t for t in ordered if t.size < _SMALL_FILE]
+    return big + [small[i : i + _BATCH_FILES] for i in range(0, len(small), _BATCH_FILES)]
 
 
 def _run(
@@ -260,20 +272,21 @@ def _run(
         as_completed,
     )
 
+    batches = _batches(tasks)
     with ProcessPoolExecutor(
-        max_workers=min(jobs, total),
+        max_workers=min(jobs, len(batches)),
         initializer=_init_worker,
         initargs=(analyzer.config, analyzer.limits),
     ) as pool:
-        # Largest files first, one task each: the workers finish together (the results are
-        # sorted by the caller, so the order they come back in does not matter).
-        futures = {
-            pool.submit(_work, t): t for t in sorted(tasks, key=lambda t: t.size, reverse=True)
-        }
-        for i, future in enumerate(as_completed(futures), 1):
-            yield future.result()
-            if progress:
-                progress(i, total, futures[future].display)
+        # The results are sorted by the caller: the order they come back in does not matter.
+        futures = {pool.submit(_work, b): b for b in batches}
+        done = 0
+        for future in as_completed(futures):
+            for outcome, t in zip(future.result(), futures[future], strict=True):
+                done += 1
+                yield outcome
+                if progress:
+                    progress(done, total, t.display)
 
 
 def scan(
