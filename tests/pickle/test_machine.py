@@ -321,3 +321,28 @@ def test_every_emulated_name_passes_the_fast_exit() -> None:
     body = inspect.getsource(machine._Run.emulate)
     named = set(re.findall(r'"([A-Za-z_]+(?:\.[A-Za-z_]+)+)"', body))
     assert named and named <= machine._EMULATED
+
+
+@pytest.mark.parametrize("before", [0, 100, 255, 256, 300])
+@pytest.mark.parametrize("count", [0, 1, 156, 157, 400])
+def test_dict_update_is_set_for_each_pair(before: int, count: int) -> None:
+    from modelshield.pickle.values import Const, DictV, Value
+
+    def pairs(n: int, tag: str) -> list[tuple[Value, Value]]:
+        keys = [f"__{tag}{i}__" if i % 50 == 3 else f"{tag}{i}" for i in range(n)]
+        return [(Const(k), Const(i)) for i, k in enumerate(keys)]
+
+    def plain(d: DictV) -> list[tuple[object, object]]:
+        return [
+            (k.value, v.value) for k, v in d.items if isinstance(k, Const) and isinstance(v, Const)
+        ]
+
+    one, bulk = DictV(), DictV()
+    for k, v in pairs(before, "a"):
+        one.set(k, v)
+        bulk.set(k, v)
+    for k, v in pairs(count, "b"):
+        one.set(k, v)
+    bulk.update(pairs(count, "b"))
+    assert plain(one) == plain(bulk) and len(plain(one)) == len(one.items)
+    assert one.total == bulk.total == before + count

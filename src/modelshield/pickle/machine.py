@@ -1022,8 +1022,7 @@ def _setitems(r: _Run, target: Value, items: list[Value]) -> None:
     if len(items) % 2:
         raise _Broken("odd number of items for SETITEMS")
     if isinstance(target, DictV):
-        for i in range(0, len(items), 2):
-            target.set(items[i], items[i + 1])
+        target.update(list(zip(items[::2], items[1::2], strict=True)))
     elif isinstance(target, Ref | Namespace):
         pairs = DictV([(items[i], items[i + 1]) for i in range(0, len(items), 2)], len(items) // 2)
         r.emit(

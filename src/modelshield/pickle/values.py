@@ -87,6 +87,14 @@ class DictV(Value):
             self.items.append((key, value))
         self.total += 1
 
+    def update(self, pairs: list[tuple[Value, Value]]) -> None:
+        """:meth:`set` for each pair, in one step."""
+        room = MAX_KEPT_ITEMS - len(self.items)
+        if room > 0:
+            self.items.extend(pairs[:room])
+        self.items.extend(p for p in pairs[max(room, 0) :] if _is_dunder(p[0]))
+        self.total += len(pairs)
+
     def get(self, key: str) -> Value | None:
         for k, v in reversed(self.items):
             if isinstance(k, Const) and k.value == key:
