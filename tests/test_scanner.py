@@ -159,12 +159,14 @@ def test_batches_cover_every_file_once_largest_first() -> None:
     from modelshield.scanner import _BATCH_FILES, _SMALL_FILE, FileTask, _batches
 
     tasks = [FileTask(f"p{i}", f"p{i}", size=(i % 5) * _SMALL_FILE // 2) for i in range(50)]
+    tasks += [FileTask(f"m{i}.H5", f"m{i}.H5", size=_SMALL_FILE * 4) for i in range(3)]
     batches = _batches(tasks)
     assert sorted(t.path for b in batches for t in b) == sorted(t.path for t in tasks)
-    assert all(len(b) == 1 for b in batches if b[0].size >= _SMALL_FILE)
+    assert all(len(b) == 1 for b in batches if b[0].size >= _SMALL_FILE and b[0].path[0] == "p")
     assert all(len(b) <= _BATCH_FILES for b in batches)
-    firsts = [b[0].size for b in batches]
-    assert firsts == sorted(firsts, reverse=True)
+    assert [len(b) for b in batches if b[0].path.startswith("m")] == [3]  # one h5py import
+    totals = [sum(t.size for t in b) for b in batches]
+    assert totals == sorted(totals, reverse=True)
 
 
 def test_progress_callback(tmp_path: Path) -> None:
