@@ -328,6 +328,34 @@ class _Run:
         new_only: bool = False,
     ) -> Value:
         """Record a call of ``func`` and return a symbolic result."""
+        if type(func) is not Ref:  # the common case first: a named callable
+            return self._call_other(func, args, kwargs, via, new_only)
+        name = func.name
+        if name == "dill._dill._eval_repr" and len(args) == 1 and isinstance(args[0], Const):
+            text = args[0].as_str()
+            if text is not None and _DILL_SAFE_REPR.match(text):
+                # dill writes range/Ellipsis as their repr; eval of exactly these literals
+                # constructs them and nothing else.
+                built = "builtins.range" if text.startswith("range") else f"builtins.{text}"
+                self.emit(
+                    EventKind.CALL, name=built, evidence=f"{name}({text!r})", via=via, origin=name
+                )
+                return Obj(built, text)
+        quiet = self.m.quiet_names.get(name)
+        if quiet is None:
+            quiet = self.m.quiet_names[name] = self.m.quiet is not None and self.m.quiet(name)
+        if quiet:
+            # Allowlisted: the event would not be kept; neither render nor record it.
+            self.dropped += 1
+            return self.emulate(name, args, kwargs, f"{name}(...)")
+        evidence = render_call(name, args, kwargs)
+        self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
+        return self.emulate(name, args, kwargs, evidence)
+
+    def _call_other(
+        self, func: Value, args: list[Value], kwargs: DictV | None, via: str | None, new_only: bool
+    ) -> Value:
+        """:meth:`call` of anything but a plain named callable."""
         if isinstance(func, Partial):
             via2 = "functools.partial" if via is None else f"{via} -> functools.partial"
             return self.call(func.func, func.args + args, kwargs, via2)
@@ -342,35 +370,16 @@ class _Run:
             via2 = "operator.methodcaller" if via is None else f"{via} -> operator.methodcaller"
             return self.call(target, func.args, kwargs, via2)
         if isinstance(func, Namespace):
-            func = Ref("sys.modules" if func.prefix is None else func.prefix)
-        if not isinstance(func, Ref):
-            desc = render(func)
-            self.emit(
-                EventKind.CALL,
-                name=None,
-                evidence=render_call(desc, args, kwargs),
-                via=via,
-            )
-            return Obj(None, render_call(desc, args, kwargs))
-        name = func.name
-        if name == "dill._dill._eval_repr" and len(args) == 1 and isinstance(args[0], Const):
-            text = args[0].as_str()
-            if text is not None and _DILL_SAFE_REPR.match(text):
-                # dill writes range/Ellipsis as their repr; eval of exactly these literals
-                # constructs them and nothing else.
-                built = "builtins.range" if text.startswith("range") else f"builtins.{text}"
-                self.emit(
-                    EventKind.CALL, name=built, evidence=f"{name}({text!r})", via=via, origin=name
-                )
-                return Obj(built, text)
-        quiet = self.m.quiet
-        if quiet is not None and quiet(name):
-            # Allowlisted: the event would not be kept; neither render nor record it.
-            self.dropped += 1
-            return self.emulate(name, args, kwargs, f"{name}(...)")
-        evidence = render_call(name, args, kwargs)
-        self.emit(EventKind.CALL, name=name, evidence=evidence, via=via, new_only=new_only)
-        return self.emulate(name, args, kwargs, evidence)
+            ref = Ref("sys.modules" if func.prefix is None else func.prefix)
+            return self.call(ref, args, kwargs, via, new_only=new_only)
+        desc = render(func)
+        self.emit(
+            EventKind.CALL,
+            name=None,
+            evidence=render_call(desc, args, kwargs),
+            via=via,
+        )
+        return Obj(None, render_call(desc, args, kwargs))
 
     def instantiate(self, cls: Value, args: list[Value], kwargs: DictV | None, via: str) -> Value:
         """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg): recorded as a call of the class."""
@@ -1483,6 +1492,8 @@ class Machine:
         self.joblib = joblib
         self.joblib_regions: list[tuple[int, int, str]] = []
         self.quiet = quiet
+        self.quiet_names: dict[str, bool] = {}
+        """What ``quiet`` said of each name, remembered."""
         """Names whose call events ``keep`` would drop: they are neither rendered nor built."""
 
     def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
