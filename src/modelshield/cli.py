@@ -15,6 +15,7 @@ when verification fails; ``backdoor`` exits 1 when a backdoor is suspected or in
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -308,7 +309,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_CLEAN if ok else EXIT_ERROR
 
 
+def _tune_gc() -> None:
+    """For a whole program run (not a call from other code): analyses allocate millions of
+    short-lived, acyclic objects, and the default collector thresholds spend ~10% of a scan
+    walking them. Objects alive after start-up are frozen (never walked again); the young
+    generation is collected every 100 000 allocations instead of 700. Worker processes inherit
+    both."""
+    gc.freeze()
+    gc.set_threshold(100_000, 10, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        _tune_gc()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
