@@ -18,7 +18,6 @@ import argparse
 import gc
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -286,6 +285,8 @@ def _cmd_rules() -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from modelshield.demo import write_examples
 
     with tempfile.TemporaryDirectory(prefix="modelshield-demo-") as tmp:

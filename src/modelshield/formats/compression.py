@@ -11,7 +11,6 @@ import bz2
 import contextlib
 import lzma
 import mmap
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -393,6 +392,8 @@ def collect(chunks: Iterator[bytes]) -> Spilled:
             if spill is not None:
                 spill.write(c)
             elif size > SPILL_AT:
+                import tempfile  # rarely needed: not at start-up
+
                 spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Spilled.close()
                 for p in parts:
                     spill.write(p)
