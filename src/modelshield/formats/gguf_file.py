@@ -281,9 +281,11 @@ _RUN = 1024
 @functools.cache
 def _short_strings(width: int) -> re.Pattern[bytes]:
     """Matches _RUN consecutive strings under 256 bytes with little-endian ``width``-byte
-    lengths: one alternative per length, told apart by the first byte of the length field."""
+    lengths: one alternative per length, told apart by the first byte of the length field and
+    tried in turn, the lengths of most tokens (about 8 bytes) first."""
     alternatives = [
-        re.escape(bytes([n]) + bytes(width - 1)) + (b".{%d}" % n if n else b"") for n in range(256)
+        re.escape(bytes([n]) + bytes(width - 1)) + (b".{%d}" % n if n else b"")
+        for n in sorted(range(256), key=lambda n: abs(n - 8))
     ]
     return re.compile(b"(?:" + b"|".join(alternatives) + b"){%d}+" % _RUN, re.DOTALL)
 
