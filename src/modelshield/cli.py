@@ -26,7 +26,7 @@ from typing import TextIO
 from modelshield import __version__
 from modelshield.config import Config, discover_config, load_config_file
 from modelshield.errors import ModelShieldError, UnsafeInputError
-from modelshield.findings import ScanResult, Severity
+from modelshield.findings import Finding, ScanResult, Severity
 from modelshield.report import FORMATS, render
 from modelshield.rules.catalog import RULES
 from modelshield.scanner import scan
@@ -119,6 +119,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also load each model with its real loader in the sandbox (needs bwrap and strace)",
     )
+    s.add_argument(
+        "--verify",
+        nargs="?",
+        const="",
+        metavar="SIG",
+        help="also verify the model's OpenSSF Model Signing signature (default DIR/model.sig "
+        "or FILE.sig); a model it does not vouch for is a critical finding",
+    )
+    s.add_argument("--key", metavar="PEM", help="with --verify: the signer's public key")
+    s.add_argument(
+        "--trust-root",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="with --verify: trusted CA certificate(s) for certificate signatures (repeatable)",
+    )
     from modelshield import cli_sandbox
 
     cli_sandbox.add_limit_arguments(s)
@@ -191,6 +207,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.jobs < 0:
         raise ModelShieldError("--jobs must be 0 or more")
+    if args.verify is None and (args.key or args.trust_root):
+        raise ModelShieldError("--key and --trust-root go with --verify")
+    if args.verify is not None:
+        if len(args.paths) != 1:
+            raise ModelShieldError("--verify takes exactly one model PATH")
+        if not args.key and not args.trust_root:
+            raise ModelShieldError("--verify needs --key PUBKEY or --trust-root CA_PEM")
     threshold = (
         Severity.parse(args.threshold) if args.threshold else cfg.threshold or DEFAULT_THRESHOLD
     )
@@ -208,6 +231,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
         # Raises (exit 2) when the sandbox is unavailable: never an unsandboxed load.
         result = scan_dynamic(result, cli_sandbox.limits_from_args(args))
+    if args.verify is not None:
+        result = _verify_scanned(args, result)
     out_stream = sys.stdout
     color = args.format == "text" and not args.output and _use_color(args.color, out_stream)
     report = render(result, args.format, threshold=threshold, color=color)
@@ -221,6 +246,38 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     else:
         out_stream.write(report if report.endswith("\n") else report + "\n")
     return exit_code(result, threshold)
+
+
+def _verify_scanned(args: argparse.Namespace, result: ScanResult) -> ScanResult:
+    """``scan --verify``: the signature check's outcome added to the scan's findings (fails
+    closed: anything that keeps the signature from verifying is a finding)."""
+    from modelshield.signing.api import VerifyResult, verify_model
+    from modelshield.signing.errors import VerificationError
+    from modelshield.signing.rules import verification_findings
+
+    path = args.paths[0]
+    verified: VerifyResult | None = None
+    error = None
+    try:
+        verified = verify_model(
+            path,
+            args.verify or None,
+            public_key=args.key,
+            trust_roots=args.trust_root,
+            jobs=args.jobs,
+        )
+    except VerificationError as exc:
+        error = str(exc)
+    except ModelShieldError:
+        raise  # unusable key, certificate or signature path: a usage error (exit 2)
+    except Exception as exc:  # fail closed
+        error = f"internal error while verifying: {type(exc).__name__}: {exc}"
+    if verified is not None and verified.ok:
+        print(f"signature verified: {verified.checked} files, {verified.signer}", file=sys.stderr)
+    else:
+        print("signature verification FAILED (see the MS800/MS801 findings)", file=sys.stderr)
+    found = verification_findings(path, verified, error)
+    return replace(result, findings=tuple(sorted((*result.findings, *found), key=Finding.sort_key)))
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

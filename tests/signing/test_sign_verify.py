@@ -447,3 +447,83 @@ def test_cli_sign_verify(
         )
         == 1
     )
+
+
+# ------------------------------------------------------------------------ scan --verify
+
+
+def _scan(*argv: str) -> int:
+    from modelshield.cli import main
+
+    return main(["scan", "--no-config", "-q", *argv])
+
+
+def test_scan_verify_clean_and_signed(
+    model: Path, ec_keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, pub = ec_keys
+    sign_model(model, private_key=key)
+    assert _scan(str(model), "--verify", "--key", str(pub)) == 0
+    err = capsys.readouterr().err
+    assert "signature verified: 4 files" in err
+
+
+def test_scan_verify_reports_each_changed_file(
+    model: Path, ec_keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, pub = ec_keys
+    sig = sign_model(model, model.parent / "m.sig", private_key=key).signature_path
+    (model / "config.json").write_text('{"model_type": "evil"}')
+    (model / "tokenizer.json").unlink()
+    (model / "extra.py").write_text("print('hi')\n")
+    assert _scan(str(model), "--verify", str(sig), "--key", str(pub), "-f", "json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    got = {(f["rule_id"], Path(f["location"]["path"]).name) for f in doc["findings"]}
+    assert {("MS800", "config.json"), ("MS800", "tokenizer.json"), ("MS800", "extra.py")} <= got
+
+
+def test_scan_verify_fails_closed_on_a_bad_signature(
+    model: Path, ec_keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, _ = ec_keys
+    sign_model(model, private_key=key)
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    wrong = tmp_path / "wrong.pub"
+    wrong.write_bytes(
+        other.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    assert _scan(str(model), "--verify", "--key", str(wrong), "-f", "json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [f["rule_id"] for f in doc["findings"]] == ["MS801"]
+    assert _scan(str(model), "--verify", str(tmp_path / "none.sig"), "--key", str(wrong)) == 1
+
+
+def test_scan_verify_and_a_malicious_pickle(
+    model: Path, ec_keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signed model can still be malicious: both checks run and both are reported."""
+    import pickle
+    import shlex
+
+    key, pub = ec_keys
+    marker = tmp_path / "marker"
+    payload = b"cos\nsystem\n(V" + f"touch {shlex.quote(str(marker))}".encode() + b"\ntR."
+    pickle.loads(payload)  # the real loader runs it (harmless: creates the marker)
+    assert marker.exists()
+    (model / "weights" / "model.pkl").write_bytes(payload)
+    sign_model(model, private_key=key)
+    assert _scan(str(model), "--verify", "--key", str(pub), "-f", "json") == 1
+    out = capsys.readouterr()
+    assert "signature verified" in out.err
+    assert {f["rule_id"] for f in json.loads(out.out)["findings"]} == {"MS101"}
+
+
+def test_scan_verify_usage_errors(model: Path, ec_keys: tuple[Path, Path]) -> None:
+    key, pub = ec_keys
+    sign_model(model, private_key=key)
+    assert _scan(str(model), "--verify") == 2  # neither key nor trust root
+    assert _scan(str(model), str(model), "--verify", "--key", str(pub)) == 2  # two paths
+    assert _scan(str(model), "--key", str(pub)) == 2  # --key without --verify
+    assert _scan(str(model), "--verify", "--key", str(model / "none.pub")) == 2

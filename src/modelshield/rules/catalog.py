@@ -2,7 +2,8 @@
 
 IDs are never reused. Families: ``MS1xx`` pickle analysis, ``MS2xx`` containers, ``MS3xx``
 Keras and TensorFlow, ``MS4xx`` ONNX and TFLite, ``MS5xx`` GGUF and safetensors, ``MS6xx`` code
-shipped beside models, ``MS7xx`` dynamic analysis (sandbox).
+shipped beside models, ``MS7xx`` dynamic analysis (sandbox), ``MS8xx`` signatures
+(``scan --verify``).
 Each rule's ``description`` is its documentation (shown by ``modelshield rules`` and in SARIF).
 """
 
@@ -266,9 +267,11 @@ class _Catalogue(Mapping[str, Rule]):
             return
         from modelshield.checks import load_checks
         from modelshield.sandbox.rules import RULES as SANDBOX_RULES
+        from modelshield.signing.rules import RULES as SIGNING_RULES
 
         self._complete = True
         self._add(SANDBOX_RULES)
+        self._add(SIGNING_RULES)
         for module in load_checks():
             self._add(module.RULES)
         self._rules = dict(sorted(self._rules.items()))
