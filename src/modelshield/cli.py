@@ -127,15 +127,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also verify the model's OpenSSF Model Signing signature (default DIR/model.sig "
         "or FILE.sig); a model it does not vouch for is a critical finding",
     )
-    s.add_argument("--key", metavar="PEM", help="with --verify: the signer's public key")
-    s.add_argument(
-        "--trust-root",
-        action="append",
-        default=[],
-        metavar="PEM",
-        help="with --verify: trusted CA certificate(s) for certificate signatures (repeatable)",
-    )
-    from modelshield import cli_sandbox
+    from modelshield import cli_integrity, cli_sandbox
+
+    cli_integrity.add_verifier_arguments(s, "with --verify: ")
 
     cli_sandbox.add_limit_arguments(s)
 

@@ -24,6 +24,19 @@ EXIT_ERROR = 2
 COMMANDS = ("sign", "verify", "bom")
 
 
+def add_verifier_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--key`` and ``--trust-root``: what a signature is checked against (``verify`` and
+    ``scan --verify``)."""
+    p.add_argument("--key", metavar="PEM", help=f"{prefix}public key (PEM) for key signatures")
+    p.add_argument(
+        "--trust-root",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help=f"{prefix}trusted CA certificate(s) for certificate signatures (repeatable)",
+    )
+
+
 def add_parsers(subparsers: Any) -> None:
     """Register ``sign``, ``verify`` and ``bom`` on an ``add_subparsers()`` object."""
     s = subparsers.add_parser(
@@ -79,14 +92,7 @@ def add_parsers(subparsers: Any) -> None:
     )
     v.add_argument("path", metavar="PATH", help="model directory or file")
     v.add_argument("-s", "--signature", metavar="SIG", help="default: DIR/model.sig or FILE.sig")
-    v.add_argument("--key", metavar="PEM", help="public key (PEM) for key signatures")
-    v.add_argument(
-        "--trust-root",
-        action="append",
-        default=[],
-        metavar="PEM",
-        help="trusted CA certificate(s) for certificate signatures (repeatable)",
-    )
+    add_verifier_arguments(v)
     v.add_argument(
         "--at",
         metavar="TIME",
