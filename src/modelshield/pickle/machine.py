@@ -1492,9 +1492,9 @@ class Machine:
         self.joblib = joblib
         self.joblib_regions: list[tuple[int, int, str]] = []
         self.quiet = quiet
+        """Names whose call events ``keep`` would drop: they are neither rendered nor built."""
         self.quiet_names: dict[str, bool] = {}
         """What ``quiet`` said of each name, remembered."""
-        """Names whose call events ``keep`` would drop: they are neither rendered nor built."""
 
     def analyse(self, buf: Buffer, *, start: int = 0, end: int | None = None) -> PickleAnalysis:
         """Analyse every pickle in ``buf[start:end]``; offsets in events are relative to start."""
