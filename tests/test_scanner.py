@@ -169,6 +169,16 @@ def test_batches_cover_every_file_once_largest_first() -> None:
     assert totals == sorted(totals, reverse=True)
 
 
+def test_big_files_of_one_family_stay_parallel() -> None:
+    from modelshield.scanner import FileTask, _batches
+
+    big = [FileTask(f"m{i}.gguf", f"m{i}.gguf", size=4 << 30) for i in range(32)]
+    assert [len(b) for b in _batches(big)] == [1] * 32
+    small = [FileTask(f"v{i}.gguf", f"v{i}.gguf", size=5 << 20) for i in range(32)]
+    assert all(sum(t.size for t in b) <= 64 << 20 for b in _batches(small))
+    assert max(len(b) for b in _batches(small)) > 1
+
+
 def test_progress_callback(tmp_path: Path) -> None:
     for i in range(3):
         (tmp_path / f"{i}.pkl").write_bytes(pickle.dumps(i))

@@ -34,6 +34,8 @@ _PARALLEL_MIN_BYTES = 64 << 20
 _SMALL_FILE = 256 << 10
 """Files under this size go to worker processes in batches of up to _BATCH_FILES."""
 _BATCH_FILES = 16
+_BATCH_BYTES = 64 << 20
+"""A batch of several files holds at most this many bytes (big models stay parallel)."""
 _FAMILIES = {".h5": "hdf5", ".hdf5": "hdf5", ".keras": "hdf5", ".gguf": "gguf"}
 """Extensions of files read with h5py or jinja2 (~0.1 s to import in each worker): a scheduling
 hint only, the content decides how a file is read."""
@@ -247,7 +249,8 @@ def _work(batch: list[FileTask]) -> list[FileOutcome]:
 def _batches(tasks: list[FileTask]) -> list[list[FileTask]]:
     """Work units for the pool, largest first so that the workers finish together: each big
     file alone, small files grouped (one unit each would cost more to hand over than to scan),
-    and files that need the same heavy library grouped so that fewer workers import it."""
+    and files that need the same heavy library grouped (up to _BATCH_FILES files and
+    _BATCH_BYTES) so that fewer workers import it."""
     units: list[list[FileTask]] = []
     families: dict[str, list[FileTask]] = {}
     small: list[FileTask] = []
@@ -260,7 +263,16 @@ def _batches(tasks: list[FileTask]) -> list[list[FileTask]]:
         else:
             small.append(t)
     for group in [*families.values(), small]:
-        units += [group[i : i + _BATCH_FILES] for i in range(0, len(group), _BATCH_FILES)]
+        unit: list[FileTask] = []
+        size = 0
+        for t in group:
+            if unit and (len(unit) == _BATCH_FILES or size + t.size > _BATCH_BYTES):
+                units.append(unit)
+                unit, size = [], 0
+            unit.append(t)
+            size += t.size
+        if unit:
+            units.append(unit)
     units.sort(key=lambda unit: sum(t.size for t in unit), reverse=True)
     return units
 
