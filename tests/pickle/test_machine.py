@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import pickle
 
 import pytest
@@ -346,3 +347,35 @@ def test_dict_update_is_set_for_each_pair(before: int, count: int) -> None:
     bulk.update(pairs(count, "b"))
     assert plain(one) == plain(bulk) and len(plain(one)) == len(one.items)
     assert one.total == bulk.total == before + count
+
+
+def test_memoryview_buffers_are_analysed_like_bytes() -> None:
+    """Not a declared Buffer type, but callers pass views: the tight loop must not break."""
+    data = pickle.dumps({"a": ["abc", 1, 2.5, None, True, b"xy"]}, protocol=4)
+    view = analyse(memoryview(data))  # type: ignore[arg-type]
+    assert view.streams[0].opcodes == analyse(data).streams[0].opcodes > 0
+
+
+@pytest.mark.parametrize("cut", [1, 7, 5000, 12_345])
+def test_opcode_count_at_a_truncation_is_exact(cut: int) -> None:
+    import pickletools
+
+    data = pickle.dumps([f"s{i}" for i in range(3000)] + list(range(3000)), protocol=2)[:-cut]
+    complete = 0
+    try:
+        for _ in pickletools.genops(data):
+            complete += 1
+    except ValueError:
+        pass
+    stream = analyse(data).streams[0]
+    assert stream.truncated and stream.opcodes == complete
+
+
+def test_quiet_without_keep_still_records_calls() -> None:
+    data = pickle.dumps(collections.OrderedDict(a=1), protocol=2)
+    calls = [
+        e
+        for e in Machine(quiet=lambda name: True).analyse(data).streams[0].events
+        if e.kind is EventKind.CALL
+    ]
+    assert [e.name for e in calls] == ["collections.OrderedDict"]

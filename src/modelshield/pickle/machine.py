@@ -343,7 +343,10 @@ class _Run:
                 return Obj(built, text)
         quiet = self.m.quiet_names.get(name)
         if quiet is None:
-            quiet = self.m.quiet_names[name] = self.m.quiet is not None and self.m.quiet(name)
+            m = self.m
+            quiet = m.quiet_names[name] = (
+                m.quiet is not None and m.keep is not None and m.quiet(name)
+            )
         if quiet:
             # Allowlisted: the event would not be kept; neither render nor record it.
             self.dropped += 1
@@ -560,10 +563,11 @@ class _Run:
         memo = self.memo
         eager = EAGER_BYTES
         raw = dec.buf  # slices of it are bytes (or bytearray): cheaper to decode than views
+        tight = not isinstance(raw, memoryview)  # (a view's slices have no decode())
         small = _SMALL_INTS
         while True:
             pos = dec.pos
-            if index & 0xFFF:
+            if tight and index & 0xFFF:
                 # Runs of plain-data opcodes (strings, small ints, memo traffic: most of a big
                 # vocabulary or state dict) are handled by this tight loop. It stops at the next
                 # bounds check (every 4096 opcodes) and at anything that could fail or emit an
@@ -701,8 +705,8 @@ class _Run:
                         break
                     index += 1
                 dec.pos = pos
+            self.index = index  # exact for errors raised while decoding the next opcode
             if pos >= end:
-                self.index = index
                 raise PickleFormatError(pos, "pickle data was truncated", truncated=True)
             code = data[pos]
             kind, handler = fast[code]
