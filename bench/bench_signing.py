@@ -5,7 +5,8 @@ directory in the same process, alternating runs so background load hits both ali
 manifests must be identical. The page cache is warmed first (both read the same cached bytes).
 Each tool runs with SHA-256 (the default of both) and with BLAKE3 (which both can sign and
 verify). The SHA-256 ceiling of the machine is measured too: the same number of bytes hashed
-from memory on every core, no file reading at all -- no SHA-256 signer can go faster.
+from memory on the same number of threads (every core unless ``-j``), no file reading at all --
+no SHA-256 signer can go faster.
 
     .venv/bin/python bench/bench_signing.py                 # ~2 GB generated under /tmp
     .venv/bin/python bench/bench_signing.py --dir MODEL -n 5
@@ -69,14 +70,14 @@ def warm(root: Path) -> None:
 
 
 def sha256_ceiling(total: int, threads: int) -> dict[str, str]:
-    """Hash ``total`` bytes from a 64 MiB buffer in memory on ``threads`` threads: the fastest
-    any SHA-256 signer can go on this machine (no reading, no bookkeeping)."""
+    """Hash ``total`` bytes from a 64 MiB buffer in memory on ``threads`` threads (the hashing
+    threads of the other rows): the fastest any SHA-256 signer can go on this machine with them
+    (no reading, no bookkeeping)."""
     block = memoryview(os.urandom(1 << 20) * 64)
-    share = -(-total // threads)
 
-    def run(_: int) -> str:
+    def run(i: int) -> str:
         h = hashlib.sha256()
-        left = share
+        left = total // threads + (total % threads if i == 0 else 0)
         while left > 0:
             piece = block[: min(left, len(block))]
             for i in range(0, len(piece), CHUNK_SIZE):
