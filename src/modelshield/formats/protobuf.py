@@ -72,23 +72,20 @@ def iter_fields(
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtobufError("field number 0")
-        if wire == LEN:
-            if pos < stop and data[pos] < 0x80:
-                length = data[pos]
-                pos += 1
-            else:
-                length, pos = read_varint(data, pos, stop)
-            if pos + length > stop:
-                raise ProtobufError("length-delimited field runs past the message")
-            yield new((number, wire, pos, pos + length))
-            pos += length
-        elif wire == VARINT:
+        if wire in (LEN, VARINT):
+            # A length or a value: a varint either way.
             if pos < stop and data[pos] < 0x80:
                 value = data[pos]
                 pos += 1
             else:
                 value, pos = read_varint(data, pos, stop)
-            yield new((number, wire, value, pos))
+            if wire == VARINT:
+                yield new((number, wire, value, pos))
+                continue
+            if pos + value > stop:
+                raise ProtobufError("length-delimited field runs past the message")
+            yield new((number, wire, pos, pos + value))
+            pos += value
         elif wire == FIXED64:
             if pos + 8 > stop:
                 raise ProtobufError("truncated fixed64")
