@@ -3,9 +3,13 @@ for as findings, so that every report format, threshold and exit code shows it."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from modelshield.findings import Confidence, Finding, Location, Severity
 from modelshield.rules.rule import Rule
-from modelshield.signing.api import VerifyResult
+
+if TYPE_CHECKING:  # the rule catalogue imports this module: keep cryptography out of it
+    from modelshield.signing.api import VerifyResult
 
 RULES = (
     Rule(
