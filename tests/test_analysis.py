@@ -390,3 +390,13 @@ def test_cli_progress_is_not_shown_for_a_single_file(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["scan", "--no-config", str(tmp_path / "model.pkl")]) == 0
     assert "[1/1]" not in capsys.readouterr().err
+
+
+def test_every_check_module_rule_is_in_the_catalogue() -> None:
+    """The catalogue reads the checks' rule tables without importing the checks: each check
+    module's RULES must be one of those tables."""
+    from modelshield.checks import load_checks
+    from modelshield.rules.catalog import RULES
+
+    for module in load_checks():
+        assert module.RULES and all(RULES[r.id] is r for r in module.RULES), module.__name__

@@ -33,52 +33,12 @@ from typing import TYPE_CHECKING
 from modelshield.checks.context import Context, Probe
 from modelshield.findings import Confidence, CoverageStatus, Severity
 from modelshield.formats import gguf_file as gg
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
 if TYPE_CHECKING:
     from modelshield.formats import jinja_template as jt
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS500",
-        "gguf-template-injection",
-        Severity.CRITICAL,
-        Confidence.HIGH,
-        1336,
-        "GGUF chat template reaches Python internals (server-side template injection)",
-        "A chat template stored in the GGUF metadata accesses Python internals (dunder "
-        "attributes such as __globals__, __subclasses__ or __builtins__, name-mangled private "
-        "attributes, frame or function internals, mro(), popen, os, eval). Loaders that render "
-        "chat templates with an unsandboxed Jinja environment (llama-cpp-python < 0.2.72, "
-        "CVE-2024-34359) execute arbitrary code when the model is loaded or first used. "
-        "Benign chat templates only format messages. HIGH-severity findings of this rule are "
-        "weaker signals (private attributes, attribute names computed at render time, template "
-        "loads) that no benign chat template needs.",
-    ),
-    Rule(
-        "MS501",
-        "gguf-invalid",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        20,
-        "GGUF header or metadata breaks the format or a limit",
-        "The GGUF header or its metadata key/value section is truncated, uses an unknown "
-        "version or value type, repeats a key, or exceeds a parser limit. Metadata after the "
-        "break (which may hold a chat template) was not analysed, so coverage is inconclusive.",
-    ),
-    Rule(
-        "MS502",
-        "gguf-template-unparseable",
-        Severity.MEDIUM,
-        Confidence.MEDIUM,
-        20,
-        "GGUF chat template cannot be parsed",
-        "A chat template in the GGUF metadata is not valid Jinja (or exceeds the size limit). "
-        "A Jinja loader cannot render a template it cannot parse, so the template cannot run "
-        "code there; but benign converters do not write such templates and other template "
-        "engines may read it differently, so the template is reported and coverage is partial.",
-    ),
-)
+RULES = rule_tables.GGUF
 
 _TEMPLATE_KEY = "tokenizer.chat_template"
 _TEMPLATE_NAMES_KEY = "tokenizer.chat_templates"

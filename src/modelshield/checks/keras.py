@@ -22,96 +22,14 @@ from modelshield.checks.context import Context, Probe
 from modelshield.findings import Confidence, CoverageStatus, Severity
 from modelshield.formats import keras_config as kc
 from modelshield.policy import Verdict
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
 if TYPE_CHECKING:
     from modelshield.analysis import ZipView
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS300",
-        "keras-lambda-code",
-        Severity.CRITICAL,
-        Confidence.HIGH,
-        94,
-        "Keras Lambda layer with serialized Python bytecode",
-        "The model configuration carries marshalled Python bytecode (a Lambda layer's function, "
-        "output_shape or mask, or a serialized __lambda__). Keras turns it back into a function "
-        "with marshal.loads and runs it when the layer is built or called: with "
-        "safe_mode=False, with keras.config.enable_unsafe_deserialization(), with tf.keras 2 "
-        "(no safe mode), and with legacy HDF5 files on Keras < 3.11.3 (CVE-2025-9905, "
-        "CVE-2024-3660). The bytecode is never unmarshalled by modelshield; the names it "
-        "contains are shown as evidence.",
-    ),
-    Rule(
-        "MS301",
-        "keras-foreign-object",
-        Severity.HIGH,
-        Confidence.MEDIUM,
-        502,
-        "Keras config object resolved outside Keras' own modules",
-        "An object of the configuration names a module outside keras, keras_hub, keras_nlp, "
-        "keras_cv and tf_keras (or a Python builtin). Keras < 3.9 imported any such module and "
-        "called the named attribute with attacker-chosen arguments even with safe_mode=True "
-        "(CVE-2025-1550, GHSA-48g7-3x6r-xfhp); tf.keras 2 Lambda layers look functions up by "
-        "module name. Severity is CRITICAL when the name is a known-dangerous callable. "
-        "Objects that only the loading program's registered custom objects can resolve are "
-        "reported at LOW.",
-    ),
-    Rule(
-        "MS302",
-        "keras-pickle-layer",
-        Severity.HIGH,
-        Confidence.HIGH,
-        502,
-        "Keras layer whose config carries a pickle",
-        "A layer's configuration embeds a serialized Python object that its loader unpickles "
-        "(TorchModuleWrapper stores a torch.save archive of the wrapped module and reads it "
-        "back with torch.load(weights_only=False) when safe mode is off). The embedded payload "
-        "is analysed by the pickle engine and its findings reported beside this one.",
-    ),
-    Rule(
-        "MS303",
-        "keras-unsafe-function",
-        Severity.HIGH,
-        Confidence.HIGH,
-        829,
-        "Keras API with side effects referenced by the config",
-        "The configuration references a Keras function that is not a modeling operation: "
-        "downloading files (keras.utils.get_file), loading or saving models and weights, "
-        "turning safe mode off (keras.config.enable_unsafe_deserialization, "
-        "global_state.set_global_attribute). Called through a Lambda layer these were the "
-        "safe_mode bypasses CVE-2025-8747 (GHSA-c9rc-mg46-23w3, fixed in Keras 3.11.0) and "
-        "CVE-2025-9906 (fixed in Keras 3.11.0); Keras now refuses its NON_MODELING_APIS list, "
-        "older versions and tf.keras do not.",
-    ),
-    Rule(
-        "MS304",
-        "keras-config-unreadable",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        20,
-        "Keras model whose configuration could not be analysed",
-        "The file is a Keras model (HDF5 with a model_config attribute, or a .keras archive) but "
-        "its configuration could not be found or parsed, so the objects Keras would build from "
-        "it were not checked. The file is reported as inconclusive, never as clean.",
-    ),
-    Rule(
-        "MS305",
-        "keras-external-path",
-        Severity.MEDIUM,
-        Confidence.MEDIUM,
-        73,
-        "Keras layer reads a file or URL named by the config while loading",
-        "A lookup layer's vocabulary (StringLookup, IntegerLookup, TextVectorization) or a "
-        "TFSMLayer's filepath names a file or URL that is read while the model is rebuilt, "
-        "with safe_mode=True: arbitrary local file read and SSRF (CVE-2025-12058, "
-        "GHSA-qg93-c7p6-gg7f, fixed in Keras 3.12.0). TFSMLayer loads a whole TensorFlow "
-        "SavedModel from that path (CVE-2026-1462, fixed in Keras 3.13.2) and is HIGH.",
-    ),
-)
+RULES = rule_tables.KERAS
 
 _UNSAFE_KERAS_FUNCTIONS: dict[str, tuple[Severity, str]] = {
     "enable_unsafe_deserialization": (Severity.CRITICAL, "turns safe mode off for the process"),

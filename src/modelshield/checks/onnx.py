@@ -16,59 +16,9 @@ from modelshield.checks.context import Context, Probe
 from modelshield.findings import Confidence, CoverageStatus, Severity
 from modelshield.formats.onnx_model import ExternalRef, OnnxError, OnnxModel, looks_like_model
 from modelshield.formats.onnx_model import parse_model as parse_onnx
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS400",
-        "onnx-external-data-traversal",
-        Severity.HIGH,
-        Confidence.HIGH,
-        22,
-        "ONNX external data outside the model's directory",
-        "A tensor's external_data 'location' is an absolute path, contains '..', or resolves "
-        "(through symbolic links) outside the directory of the model file. Loaders join the "
-        "location to the model's directory and read the file into the tensor, so the model "
-        "reads arbitrary files of the machine that loads it (onnx before 1.13, 1.16 and 1.21: "
-        "CVE-2022-25882, CVE-2024-27318 / GHSA-whh8-fjgc-qp73, CVE-2026-27489; hard links: "
-        "GHSA-cmw6-hcpp-c6jp), and their values can leak through the model's outputs.",
-    ),
-    Rule(
-        "MS401",
-        "onnx-custom-domain",
-        Severity.MEDIUM,
-        Confidence.MEDIUM,
-        829,
-        "ONNX operators from a non-standard domain",
-        "Nodes use operators outside the standard ONNX domains ('', ai.onnx, ai.onnx.ml, "
-        "ai.onnx.preview.training). A runtime executes them with a custom-operator library: "
-        "native code that the model's author asks you to load. onnxruntime's own contrib "
-        "operators (com.microsoft) are built into the runtime and reported as low.",
-    ),
-    Rule(
-        "MS402",
-        "onnx-invalid",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        20,
-        "Damaged or truncated ONNX model",
-        "The protobuf message cannot be read to the end (truncated field, bad varint, graphs "
-        "nested too deep). What was read is reported; the rest was not analysed, so the "
-        "model's coverage is inconclusive.",
-    ),
-    Rule(
-        "MS403",
-        "onnx-external-data-unresolved",
-        Severity.LOW,
-        Confidence.HIGH,
-        20,
-        "ONNX external data that cannot be read as described",
-        "A tensor's external data has no location, names a file that does not exist beside the "
-        "model or is not a regular file, or has an offset or length that is not a number or "
-        "lies beyond the end of the file. Loaders fail on it; it is also how probing for the "
-        "size of other files looks.",
-    ),
-)
+RULES = rule_tables.ONNX
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
 RUNTIME_DOMAINS = ("com.microsoft", "com.ms.internal.")

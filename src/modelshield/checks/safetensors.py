@@ -13,28 +13,11 @@ invalid file before touching its data, and content that a code-executing loader 
 from __future__ import annotations
 
 from modelshield.checks.context import Context, Probe
-from modelshield.findings import Confidence, CoverageStatus, Severity
+from modelshield.findings import CoverageStatus
 from modelshield.formats import safetensors_file as st
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS510",
-        "safetensors-invalid",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        20,
-        "safetensors header breaks the format",
-        "The safetensors header is invalid: its length runs past the file or the 100 MB limit, "
-        "it is not UTF-8 JSON or not an object, it repeats a key, names an unknown dtype, gives "
-        "a shape that is not a list of non-negative integers, data_offsets that are not "
-        "[BEGIN, END], a byte span that does not match shape x dtype size, offsets that overlap "
-        "or leave gaps or do not cover the data area exactly, or a __metadata__ that is not a "
-        "string-to-string map. The safetensors loader rejects such a file (it cannot run code), "
-        "but a benign writer never produces one: it is damaged, or crafted to make different "
-        "parsers disagree about its content.",
-    ),
-)
+RULES = rule_tables.SAFETENSORS
 
 _SUFFIX = ".safetensors"
 

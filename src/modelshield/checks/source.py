@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelshield.checks.context import Context, Probe
-from modelshield.findings import Confidence, CoverageStatus, Severity
+from modelshield.findings import CoverageStatus, Severity
 from modelshield.formats.python_source import (
     MAX_SOURCE,
     Call,
@@ -34,101 +34,9 @@ from modelshield.formats.python_source import (
 )
 from modelshield.formats.python_source import Context as RunsAt
 from modelshield.formats.sniff import looks_like_text
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS600",
-        "remote-code-reference",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        829,
-        "Configuration makes the loader import Python code (auto_map)",
-        "A Hugging Face configuration (config.json, tokenizer_config.json, processor or "
-        "preprocessor config) has an auto_map (or custom_pipelines) entry: with "
-        "trust_remote_code=True the Auto* classes import the named module and run it in the "
-        "loading process. MEDIUM when the module is in the scanned directory (its source is "
-        "analysed by the MS602-MS606 rules); HIGH when it is not there (transformers downloads "
-        "it from the hub at load time, unanalysed) or when the reference names another "
-        "repository ('org/repo--module.Class'): code from elsewhere, possibly changed after "
-        "this scan.",
-    ),
-    Rule(
-        "MS601",
-        "python-source-present",
-        Severity.INFO,
-        Confidence.HIGH,
-        829,
-        "Python source in a model repository",
-        "A .py file ships with the model. Loading with trust_remote_code=True imports it when a "
-        "configuration refers to it (MS600), running its module body and, later, its classes' "
-        "methods. Its source is analysed statically; see the MS602-MS606 findings, if any.",
-    ),
-    Rule(
-        "MS602",
-        "source-process",
-        Severity.HIGH,
-        Confidence.HIGH,
-        78,
-        "Python source starts processes or changes the process environment",
-        "The code calls os.system, os.popen, os.exec*/spawn*, subprocess, pty or similar, or sets "
-        "environment variables that change how programs and libraries load (LD_PRELOAD, PATH, "
-        "PYTHONPATH...). CRITICAL when it runs on import; HIGH inside functions (they run when "
-        "the model is built or used); LOW only under `if __name__ == '__main__':`.",
-    ),
-    Rule(
-        "MS603",
-        "source-network",
-        Severity.HIGH,
-        Confidence.HIGH,
-        913,
-        "Python source opens network connections",
-        "The code uses socket, urllib.request, http.client, requests, httpx, aiohttp, ftplib, "
-        "smtplib or similar: model code has no need to talk to the network, and this is how data "
-        "is exfiltrated or second stages are fetched. Downloads through huggingface_hub or "
-        "torch.hub helpers are MEDIUM (common in real modeling code, but they still fetch "
-        "content that this scan did not see).",
-    ),
-    Rule(
-        "MS604",
-        "source-filesystem",
-        Severity.MEDIUM,
-        Confidence.MEDIUM,
-        73,
-        "Python source writes, deletes or reads sensitive files",
-        "The code opens files for writing, deletes, moves or changes permissions of files, or "
-        "extracts archives. MEDIUM inside functions; LOW in functions whose name says they save "
-        "or export; HIGH on import, or when the path is sensitive (SSH keys, shell profiles, "
-        "credentials, site-packages, /etc) - reading such a file is HIGH too. Plain reads (a "
-        "vocabulary file) are not reported.",
-    ),
-    Rule(
-        "MS605",
-        "source-dynamic-code",
-        Severity.HIGH,
-        Confidence.HIGH,
-        95,
-        "Python source runs dynamically built code, native code or deserialises objects",
-        "eval/exec/compile, __import__ or importlib.import_module with a computed name, loading "
-        "modules from file paths, marshal/pickle deserialisation (torch.load with "
-        "weights_only=False), code objects, ctypes/cffi native libraries, compiling C++/CUDA "
-        "extensions, torch.hub.load (runs a GitHub repository's hubconf.py), or replacing "
-        "builtins. Constant payloads (exec(base64.b64decode('...'))) are decoded and analysed "
-        "in turn. Relative dynamic imports (transformers-style lazy modules) are LOW.",
-    ),
-    Rule(
-        "MS606",
-        "source-unparseable",
-        Severity.MEDIUM,
-        Confidence.MEDIUM,
-        20,
-        "Python source could not be analysed",
-        "The file could not be parsed by this Python (syntax error, newer syntax, nesting too "
-        "deep, too large) or part of it was too deeply nested to analyse. A newer interpreter "
-        "may still run it, so the file is reported inconclusive (or partial), never clean. "
-        "HIGH when its text mentions process, network or dynamic-code functions.",
-    ),
-)
+RULES = rule_tables.SOURCE
 
 _PY_SUFFIXES = (".py", ".pyw")
 _CONFIG_NAMES = frozenset(

@@ -18,36 +18,9 @@ from modelshield.checks import keras as keras_check
 from modelshield.checks.context import Context, Probe
 from modelshield.findings import Confidence, CoverageStatus, Severity
 from modelshield.formats import tf_graph as tg
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS310",
-        "tf-dangerous-op",
-        Severity.HIGH,
-        Confidence.HIGH,
-        73,
-        "TensorFlow graph op that reaches outside the graph",
-        "The graph runs an op that calls back into Python (PyFunc, PyFuncStateless, "
-        "EagerPyFunc: CRITICAL), writes or deletes files (WriteFile, Save, SaveV2 and "
-        "MergeV2Checkpoints outside the standard saver, summary writers, dataset snapshots: "
-        "HIGH), talks to the network or a database (RPC ops, DataServiceDataset, SqlDataset: "
-        "HIGH), or reads and lists files (ReadFile, MatchingFiles, readers and file datasets, "
-        "RestoreV2 outside the saver, ImmutableConst: MEDIUM). Serving or calling the model "
-        "runs them with the user's privileges. The standard checkpoint ops of the saver graph "
-        "are reported at INFO.",
-    ),
-    Rule(
-        "MS311",
-        "tf-op-inventory",
-        Severity.INFO,
-        Confidence.HIGH,
-        None,
-        "TensorFlow graph op inventory and custom ops",
-        "Lists the ops of the graph. Namespaced ops (e.g. 'Addons>...') come from custom op "
-        "libraries, native code that the loading program must load with tf.load_op_library.",
-    ),
-)
+RULES = rule_tables.TENSORFLOW
 
 _PYTHON = "calls a Python function registered in the loading process"
 _WRITE = "writes files"

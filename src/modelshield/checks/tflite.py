@@ -8,7 +8,7 @@ are never read. Nothing is loaded with TensorFlow.
 from __future__ import annotations
 
 from modelshield.checks.context import Context, Probe
-from modelshield.findings import Confidence, CoverageStatus, Severity
+from modelshield.findings import CoverageStatus, Severity
 from modelshield.formats import zip as zipf
 from modelshield.formats.tflite_model import (
     SCHEMA_VERSION,
@@ -18,34 +18,9 @@ from modelshield.formats.tflite_model import (
     parse_tflite,
 )
 from modelshield.pickle.opcodes import Buffer
-from modelshield.rules.rule import Rule
+from modelshield.rules import checks as rule_tables
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "MS410",
-        "tflite-custom-op",
-        Severity.INFO,
-        Confidence.HIGH,
-        None,
-        "TFLite custom operators",
-        "The model uses custom operators. The TFLite interpreter runs them only if the "
-        "application registers a native implementation under the same name (or, for 'Flex' "
-        "operators, links the TensorFlow Select-ops delegate, which runs TensorFlow kernels). "
-        "Informational: know which native code the model expects.",
-    ),
-    Rule(
-        "MS411",
-        "tflite-invalid",
-        Severity.MEDIUM,
-        Confidence.HIGH,
-        20,
-        "Invalid TFLite container",
-        "The flatbuffer fails validation: an offset, table, vector or string lies outside the "
-        "file, the file identifier is missing, an operator refers to an operator code that does "
-        "not exist, or a buffer's out-of-line data lies past the end. The model's coverage is "
-        "inconclusive.",
-    ),
-)
+RULES = rule_tables.TFLITE
 
 _MEMBER_LIMIT = 256 << 20
 """Largest compressed member of an appended zip that is decompressed for analysis."""

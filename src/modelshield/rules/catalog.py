@@ -247,9 +247,9 @@ _CONTAINER_RULES = (
 
 
 class _Catalogue(Mapping[str, Rule]):
-    """Rule ID -> rule. The pickle and container rules are built in; the rule families of the
-    format checks and the sandbox are imported the first time an ID outside them is asked for
-    (or the catalogue is listed), which keeps start-up light for pickle scans."""
+    """Rule ID -> rule. The pickle and container rules are built in; the other families (the
+    format checks' tables, the sandbox, signatures) are imported the first time an ID outside
+    them is asked for (or the catalogue is listed), without importing the checks themselves."""
 
     def __init__(self) -> None:
         self._rules: dict[str, Rule] = {}
@@ -265,15 +265,23 @@ class _Catalogue(Mapping[str, Rule]):
     def _load_all(self) -> None:
         if self._complete:
             return
-        from modelshield.checks import load_checks
+        from modelshield.rules import checks
         from modelshield.sandbox.rules import RULES as SANDBOX_RULES
         from modelshield.signing.rules import RULES as SIGNING_RULES
 
         self._complete = True
         self._add(SANDBOX_RULES)
         self._add(SIGNING_RULES)
-        for module in load_checks():
-            self._add(module.RULES)
+        for table in (
+            checks.GGUF,
+            checks.KERAS,
+            checks.SAFETENSORS,
+            checks.TFLITE,
+            checks.ONNX,
+            checks.TENSORFLOW,
+            checks.SOURCE,
+        ):
+            self._add(table)
         self._rules = dict(sorted(self._rules.items()))
 
     def __getitem__(self, rule_id: str) -> Rule:
