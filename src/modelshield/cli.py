@@ -235,8 +235,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         tmp.write_text(report if report.endswith("\n") else report + "\n", encoding="utf-8")
         os.replace(tmp, args.output)
         if args.format != "text":
-            summary = render(result, "text", threshold=threshold).rstrip().splitlines()[-1]
-            print(summary, file=sys.stderr)
+            from modelshield.report.text import verdict_line
+
+            print(verdict_line(result, threshold), file=sys.stderr)
     else:
         out_stream.write(report if report.endswith("\n") else report + "\n")
     return exit_code(result, threshold)
