@@ -153,15 +153,12 @@ def _finding(
     evidence: str | None = None,
     confidence: Confidence | None = None,
 ) -> Finding:
-    rule = RULES[rule_id]
-    return Finding(
-        rule_id=rule_id,
-        severity=rule.severity if severity is None else severity,
-        confidence=rule.confidence if confidence is None else confidence,
-        message=message,
-        location=Location(blob.path, member if member is not None else blob.member, offset),
+    return RULES[rule_id].finding(
+        message,
+        Location(blob.path, member if member is not None else blob.member, offset),
+        severity=severity,
+        confidence=confidence,
         evidence=evidence,
-        cwe=rule.cwe,
     )
 
 

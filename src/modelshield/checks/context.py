@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelshield.findings import Confidence, Coverage, CoverageStatus, Finding, Location, Severity
+from modelshield.findings import Confidence, Coverage, CoverageStatus, Location, Severity
 from modelshield.pickle.opcodes import Buffer
 
 if TYPE_CHECKING:
@@ -90,16 +90,13 @@ class Context:
         """Report a finding; ``member`` is relative to this blob, ``offset`` to its start."""
         from modelshield.rules.catalog import RULES
 
-        rule = RULES[rule_id]
         self._out.findings.append(
-            Finding(
-                rule_id=rule_id,
-                severity=rule.severity if severity is None else severity,
-                confidence=rule.confidence if confidence is None else confidence,
-                message=message,
-                location=Location(self.path, self._chain(member), offset),
+            RULES[rule_id].finding(
+                message,
+                Location(self.path, self._chain(member), offset),
+                severity=severity,
+                confidence=confidence,
                 evidence=evidence,
-                cwe=rule.cwe,
                 reason=reason,
             )
         )

@@ -36,19 +36,17 @@ def _finding(
     offset: int | None = None,
     confidence: Confidence | None = None,
 ) -> Finding:
-    rule = RULES[rule_id]
     if ev is not None:
         loc = Location(where.path, where.member, where.base + ev.pos, ev.index, ev.opcode)
     else:
         loc = Location(where.path, where.member, None if offset is None else where.base + offset)
-    return Finding(
-        rule_id=rule_id,
-        severity=rule.severity if severity is None else severity,
-        confidence=rule.confidence if confidence is None else confidence,
-        message=message,
-        location=loc,
+    return RULES[rule_id].finding(
+        message,
+        loc,
+        severity=severity,
+        confidence=confidence,
         evidence=evidence if evidence is not None else (ev.evidence if ev else None),
-        cwe=cwe if cwe is not None else rule.cwe,
+        cwe=cwe,
         reason=reason,
     )
 

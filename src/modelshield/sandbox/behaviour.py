@@ -438,15 +438,8 @@ def _finding(
     reason: str | None = None,
 ) -> Finding:
     rule = next(r for r in R.RULES if r.id == rule_id)
-    return Finding(
-        rule_id=rule_id,
-        severity=severity if severity is not None else rule.severity,
-        confidence=rule.confidence,
-        message=message,
-        location=Location(b.path),
-        evidence=evidence,
-        cwe=rule.cwe,
-        reason=reason,
+    return rule.finding(
+        message, Location(b.path), severity=severity, evidence=evidence, reason=reason
     )
 
 

@@ -44,31 +44,16 @@ def verification_findings(
     or missing file (located at that file, as the scan reports files), or one for a signature
     that did not verify (``error``)."""
     if result is None:
-        rule = RULES[1]
-        return [
-            Finding(
-                rule_id=rule.id,
-                severity=rule.severity,
-                confidence=rule.confidence,
-                message=error or "the signature did not verify",
-                location=Location(path),
-                cwe=rule.cwe,
-            )
-        ]
-    rule = RULES[0]
+        return [RULES[1].finding(error or "the signature did not verify", Location(path))]
     changes = [
         *((f, "modified since it was signed") for f in result.modified),
         *((f, "added: not covered by the signature") for f in result.added),
         *((f, "missing: signed but not present") for f in result.missing),
     ]
     return [
-        Finding(
-            rule_id=rule.id,
-            severity=rule.severity,
-            confidence=rule.confidence,
-            message=f"{what} (signature by {result.signer})",
-            location=Location(path if name == "." else f"{path.rstrip('/')}/{name}"),
-            cwe=rule.cwe,
+        RULES[0].finding(
+            f"{what} (signature by {result.signer})",
+            Location(path if name == "." else f"{path.rstrip('/')}/{name}"),
         )
         for name, what in changes
     ]
