@@ -217,7 +217,7 @@ class Target:
 
 
 @dataclass
-class Result:
+class Result(bp.Timed):
     tool: str
     target: str
     available: bool = True
@@ -236,14 +236,6 @@ class Result:
     unscanned: set[str] = field(default_factory=set)
     errored: set[str] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times) if self.times else float("nan")
-
-    @property
-    def best(self) -> float:
-        return min(self.times) if self.times else float("nan")
 
     @property
     def cpu(self) -> float:
@@ -278,12 +270,18 @@ def _ms_command(target: Target, scratch: Path) -> list[str]:
     ]
 
 
-def _ms_parse(run: Run, target: Target, res: Result, scratch: Path) -> None:
-    report = scratch / "modelshield.json"
+def _report(run: Run, res: Result, report: Path) -> Any:
+    """A tool's JSON report, or None with the reason noted on ``res``."""
     if not report.exists():
-        res.note = f"no report (exit {run.rc}): {run.stderr.strip()[-300:]}"
+        res.note = f"no report (exit {run.rc}): {(run.stderr or run.stdout).strip()[-300:]}"
+        return None
+    return json.loads(report.read_text("utf-8"))
+
+
+def _ms_parse(run: Run, target: Target, res: Result, scratch: Path) -> None:
+    data = _report(run, res, scratch / "modelshield.json")
+    if data is None:
         return
-    data = json.loads(report.read_text("utf-8"))
     root = target.root
     res.self_reported = int(data["summary"]["bytes_read"])
     by_rule: collections.Counter[str] = collections.Counter()
@@ -353,11 +351,9 @@ def _modelscan_command(exe: str) -> Callable[[Target, Path], list[str]]:
 
 
 def _modelscan_parse(run: Run, target: Target, res: Result, scratch: Path) -> None:
-    report = scratch / "modelscan.json"
-    if not report.exists():
-        res.note = f"no report (exit {run.rc}): {(run.stderr or run.stdout).strip()[-300:]}"
+    data = _report(run, res, scratch / "modelscan.json")
+    if data is None:
         return
-    data = json.loads(report.read_text("utf-8"))
     root = target.root
     sev: collections.Counter[str] = collections.Counter()
     for issue in data.get("issues", []):
@@ -423,11 +419,9 @@ def _modelaudit_parse(run: Run, target: Target, res: Result, scratch: Path) -> N
     """Dangerous: a ``critical`` or ``warning`` issue (what makes it exit 1). Unscanned: no
     asset for the file, or an issue saying the analysis was incomplete (a missing optional
     dependency, an unparsable pickle...)."""
-    report = scratch / "modelaudit.json"
-    if not report.exists():
-        res.note = f"no report (exit {run.rc}): {(run.stderr or run.stdout).strip()[-300:]}"
+    data = _report(run, res, scratch / "modelaudit.json")
+    if data is None:
         return
-    data = json.loads(report.read_text("utf-8"))
     root = target.root
     sev: collections.Counter[str] = collections.Counter()
     critical: set[str] = set()

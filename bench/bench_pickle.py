@@ -555,8 +555,22 @@ def run_proc(
         )
 
 
+class Timed:
+    """Median and best of the wall times in ``times`` (nan before any run)."""
+
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+    @property
+    def best(self) -> float:
+        return min(self.times) if self.times else float("nan")
+
+
 @dataclass
-class ToolResult:
+class ToolResult(Timed):
     name: str
     available: bool = True
     note: str = ""
@@ -567,14 +581,6 @@ class ToolResult:
     errored: set[str] = field(default_factory=set)
     unscanned: set[str] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times) if self.times else float("nan")
-
-    @property
-    def best(self) -> float:
-        return min(self.times) if self.times else float("nan")
 
 
 def _norm(root: Path, raw: str) -> str:
