@@ -19,6 +19,7 @@ import binascii
 import bz2
 import codecs
 import lzma
+import os
 import re
 import struct
 import time
@@ -564,6 +565,7 @@ class _Run:
         eager = EAGER_BYTES
         raw = dec.buf  # slices of it are bytes (or bytearray): cheaper to decode than views
         tight = not isinstance(raw, memoryview)  # (a view's slices have no decode())
+        native = _NATIVE_RUN
         small = _SMALL_INTS
         while True:
             pos = dec.pos
@@ -575,6 +577,12 @@ class _Run:
                 stack = self.stack
                 stop_at = min(max_ops, (index | 0xFFF) + 1)
                 while index < stop_at and pos < end:
+                    if native is not None:
+                        # The same loop in C (see _fastloop.c): it stops where this one would
+                        # stop, and at MARK, which is handled below.
+                        pos, index = native(raw, pos, end, index, stop_at, stack, memo)
+                        if index >= stop_at or pos >= end:
+                            break
                     code = raw[pos]
                     if code == 0x58 or code == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
                         if code == 0x8C:
@@ -900,6 +908,23 @@ _FALSE = Const(False)
 _SMALL_INTS = [Const(i) for i in range(256)]
 
 
+def _native_run() -> Callable[..., tuple[int, int]] | None:
+    """The C version of :meth:`_Run.run`'s plain-data loop, when it was built (it is optional:
+    without a compiler the package installs without it) and not switched off with
+    ``MODELSHIELD_PURE_PYTHON=1``."""
+    if os.environ.get("MODELSHIELD_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from modelshield.pickle import _fastloop
+    except ImportError:
+        return None
+    _fastloop.init(Const, Seq, DictV, _SMALL_INTS, _NONE, _TRUE, _FALSE, EAGER_BYTES)
+    return _fastloop.run
+
+
+_NATIVE_RUN = _native_run()
+
+
 def _op_none(r: _Run, arg: object) -> None:
     r.push(_NONE)
 
@@ -1087,9 +1112,10 @@ def _op_build(r: _Run, arg: object) -> None:
     for part in (dict_state, slot_state):
         if isinstance(part, DictV):
             for key_v, val in part.items:
-                ks = key_v.as_str() if isinstance(key_v, Const) else None
-                if ks is not None:
-                    keys.append((ks, val))
+                if type(key_v) is Const:
+                    ks = key_v.value  # a str, or a long one still a view of the input:
+                    if type(ks) is str or (ks := key_v.as_str()) is not None:
+                        keys.append((ks, val))
     if isinstance(inst, Ref | Namespace):
         names = ", ".join(k for k, _ in keys[:8]) or render(state, budget=80)
         r.emit(
@@ -1102,10 +1128,11 @@ def _op_build(r: _Run, arg: object) -> None:
     if isinstance(inst, Obj):
         if not isinstance(state, DictV):
             inst.state = state
-        dunders = [k for k, _ in keys if is_dunder_name(k)]
+        dunders = [k for k, _ in keys if k[:2] == "__" and is_dunder_name(k)]
+        attrs = inst.attrs
         for k, v in keys:
-            if len(inst.attrs) < 64 or k in inst.attrs:
-                inst.attrs[k] = v
+            if len(attrs) < 64 or k in attrs:
+                attrs[k] = v
         if inst.target in _JOBLIB_WRAPPERS and r.m.joblib:
             _joblib_inline_array(r, inst)
         if dunders:
