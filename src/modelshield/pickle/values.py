@@ -92,7 +92,8 @@ class DictV(Value):
         room = MAX_KEPT_ITEMS - len(self.items)
         if room > 0:
             self.items.extend(pairs[:room])
-        self.items.extend(p for p in pairs[max(room, 0) :] if _is_dunder(p[0]))
+        if room < len(pairs):  # past the cap: only dunder keys are kept (see set())
+            self.items.extend(p for p in pairs[max(room, 0) :] if _is_dunder(p[0]))
         self.total += len(pairs)
 
     def get(self, key: str) -> Value | None:
@@ -171,7 +172,7 @@ class Mark:
 
 
 def _is_dunder(v: Value) -> bool:
-    return isinstance(v, Const) and isinstance(v.value, str) and _dunder(v.value)
+    return type(v) is Const and type(s := v.value) is str and s[:2] == "__" and _dunder(s)
 
 
 def _dunder(s: str) -> bool:
