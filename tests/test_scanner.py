@@ -11,9 +11,11 @@ import pytest
 
 import modelshield
 from modelshield import Config, CoverageStatus, InputError, Severity, scan, scan_bytes
+from modelshield.analysis import FileOutcome
 from modelshield.config import Baseline
 from modelshield.demo import MALICIOUS
 from modelshield.pickle import Limits
+from modelshield.scanner import FileTask
 
 
 def cov(result: modelshield.ScanResult, name: str) -> modelshield.Coverage:
@@ -218,3 +220,81 @@ def test_bytes_read_stays_small_for_big_trailing_data(tmp_path: Path) -> None:
         fh.truncate(50 << 20)
     result = scan(big)
     assert result.bytes_read < 1 << 20
+
+
+def _no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_both_ways_of_starting_workers_give_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    import modelshield.scanner as scanner
+
+    for i in range(30):
+        (tmp_path / f"f{i:02}.pkl").write_bytes(MALICIOUS if i % 7 == 0 else pickle.dumps(i))
+    serial = scan(tmp_path, jobs=1)
+    monkeypatch.setattr(scanner, "_FORK", fork)
+    parallel = scan(tmp_path, jobs=3)
+    assert serial.findings == parallel.findings and serial.coverage == parallel.coverage
+    assert serial.bytes_read == parallel.bytes_read
+    assert _no_children_left()
+
+
+def test_a_worker_that_dies_costs_only_the_file_it_was_scanning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash in a worker (here: killed while scanning one file) is reported for that file;
+    the other files of its batch are scanned again by a new worker, and nothing is called clean."""
+    import signal
+
+    from modelshield.scanner import Analyzer
+
+    for i in range(40):
+        (tmp_path / f"f{i:02}.pkl").write_bytes(MALICIOUS if i == 3 else pickle.dumps(i))
+    real = Analyzer.scan_file
+
+    def dies_on_f07(self: Analyzer, task: FileTask, data: bytes | None = None) -> FileOutcome:
+        if task.path.endswith("f07.pkl"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, task, data)
+
+    monkeypatch.setattr(Analyzer, "scan_file", dies_on_f07)
+    result = scan(tmp_path, jobs=2)
+    assert len(result.coverage) == 40
+    lost = [c for c in result.coverage if c.status is CoverageStatus.INCONCLUSIVE]
+    assert [c.path for c in lost] == [str(tmp_path / "f07.pkl")]
+    assert "killed by signal 9" in (lost[0].reason or "")
+    assert [e.path for e in result.errors] == [str(tmp_path / "f07.pkl")]
+    assert not result.complete and not result.is_clean()
+    assert {f.location.path for f in result.findings} == {str(tmp_path / "f03.pkl")}
+    assert _no_children_left()
+
+
+def test_worker_outcomes_survive_the_trip_to_the_parent() -> None:
+    """Every field of every record, as the forked workers send them (JSON, no pickle)."""
+    from modelshield.findings import Confidence, Coverage, Finding, Location, ScanError
+    from modelshield.scanner import _pack, _unpack
+
+    loc = Location("m.pt", "archive/data.pkl", 12, 3, "REDUCE")
+    finding = Finding(
+        "MS101", Severity.CRITICAL, Confidence.HIGH, "m \udc80é", loc, "os.system('id')", 94, "why"
+    )
+    out = FileOutcome(
+        findings=[finding],
+        coverage=[
+            Coverage("m.pt", CoverageStatus.PARTIAL, "pytorch", "a/b", "limit", 5, "ab" * 32)
+        ],
+        errors=[ScanError("m.pt", "cannot read")],
+        suppressed=[Finding("MS105", Severity.MEDIUM, Confidence.LOW, "m", Location("x"))],
+        bytes_read=7,
+        decompressed=9,
+    )
+    back = _unpack(_pack([out, FileOutcome()]))
+    assert back == [out, FileOutcome()]
+    assert type(back[0].findings[0].severity) is Severity
