@@ -10,16 +10,8 @@ Hashing alone (:func:`hash_model`) needs nothing beyond the standard library; th
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from modelshield.signing.errors import SigningError, VerificationError
-from modelshield.signing.hashing import (
-    DEFAULT_IGNORED,
-    Manifest,
-    Resource,
-    Serialization,
-    hash_model,
-)
 
 if TYPE_CHECKING:
     from modelshield.signing.api import (
@@ -29,15 +21,28 @@ if TYPE_CHECKING:
         sign_model,
         verify_model,
     )
+    from modelshield.signing.errors import SigningError, VerificationError
+    from modelshield.signing.hashing import (
+        DEFAULT_IGNORED,
+        Manifest,
+        Resource,
+        Serialization,
+        hash_model,
+    )
 
-_LAZY = {"SignResult", "VerifyResult", "default_signature_path", "sign_model", "verify_model"}
+# Imported on first use: the rule catalogue imports modelshield.signing.rules (through this
+# package) in every scan, which needs none of them.
+_LAZY = {
+    "api": {"SignResult", "VerifyResult", "default_signature_path", "sign_model", "verify_model"},
+    "errors": {"SigningError", "VerificationError"},
+    "hashing": {"DEFAULT_IGNORED", "Manifest", "Resource", "Serialization", "hash_model"},
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from modelshield.signing import api
-
-        return getattr(api, name)
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f"modelshield.signing.{module}"), name)
     raise AttributeError(name)
 
 
