@@ -172,76 +172,85 @@ def _walk(
     skipped: list[Coverage],
     errors: list[ScanError],
 ) -> None:
-    real_root = root.resolve()
-
-    def onerror(exc: OSError) -> None:
-        errors.append(ScanError(str(exc.filename or root), f"cannot list: {exc.strerror or exc}"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames.sort()
-        base = Path(dirpath)
-        for d in list(dirnames):
-            full = base / d
-            if full.is_symlink():
-                dirnames.remove(d)
-                rel = _display(shown_root, root, full)
-                skipped.append(
-                    Coverage(
-                        rel,
-                        CoverageStatus.SKIPPED,
-                        "symlink",
-                        reason=f"symlink to directory {os.readlink(full)!r} not followed",
-                    )
-                )
-        for name in sorted(filenames):
-            full = base / name
-            rel_in_tree = full.relative_to(root).as_posix()
-            shown = _display(shown_root, root, full)
-            if config.include and not _matches(rel_in_tree, config.include):
-                skipped.append(
-                    Coverage(
-                        shown,
-                        CoverageStatus.SKIPPED,
-                        "excluded",
-                        reason="not matched by the include patterns",
-                    )
-                )
-                continue
-            if config.exclude and _matches(rel_in_tree, config.exclude):
-                skipped.append(
-                    Coverage(
-                        shown, CoverageStatus.SKIPPED, "excluded", reason="excluded by pattern"
-                    )
-                )
-                continue
-            note = None
-            if full.is_symlink():
-                try:
-                    target = full.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    skipped.append(
-                        Coverage(shown, CoverageStatus.SKIPPED, "symlink", reason="broken symlink")
-                    )
-                    continue
-                if not target.is_relative_to(real_root):
-                    note = f"followed symlink to {target}, outside the scanned tree"
+    """Files under ``root`` in sorted order, each directory's files before its subdirectories
+    (as ``os.walk``), with ``os.scandir`` and plain strings: one ``stat`` per file."""
+    real_root = str(root.resolve())
+    prefix = "" if shown_root in (".", "./") else shown_root.rstrip("/") + "/"
+    stack = [(os.fspath(root), "")]  # (directory, its path relative to root with a "/")
+    while stack:
+        path, rel_dir = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            errors.append(
+                ScanError(str(exc.filename or path), f"cannot list: {exc.strerror or exc}")
+            )
+            continue
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
             try:
-                st_full = full.stat()
-                mode, mode_size = st_full.st_mode, st_full.st_size
-            except OSError as exc:
-                errors.append(ScanError(shown, f"cannot access: {exc.strerror or exc}"))
+                is_dir = entry.is_dir()  # (follows symlinks, as os.walk)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if entry.is_symlink():
+                    skipped.append(
+                        Coverage(
+                            prefix + rel_dir + entry.name,
+                            CoverageStatus.SKIPPED,
+                            "symlink",
+                            reason=f"symlink to directory {os.readlink(entry.path)!r} not followed",
+                        )
+                    )
+                else:
+                    subdirs.append((entry.path, rel_dir + entry.name + "/"))
                 continue
-            if not stat.S_ISREG(mode):
-                skipped.append(
-                    Coverage(shown, CoverageStatus.SKIPPED, "special", reason="not a regular file")
-                )
-                continue
-            tasks.append(FileTask(str(full), shown, note, mode_size))
+            _add_file(
+                entry, rel_dir + entry.name, prefix, real_root, config, tasks, skipped, errors
+            )
+        stack.extend(reversed(subdirs))
 
 
-def _display(shown_root: str, root: Path, full: Path) -> str:
-    rel = full.relative_to(root).as_posix()
-    return rel if shown_root in (".", "./") else f"{shown_root.rstrip('/')}/{rel}"
+def _add_file(
+    entry: os.DirEntry[str],
+    rel_in_tree: str,
+    prefix: str,
+    real_root: str,
+    config: Config,
+    tasks: list[FileTask],
+    skipped: list[Coverage],
+    errors: list[ScanError],
+) -> None:
+    shown = prefix + rel_in_tree
+    if config.include and not _matches(rel_in_tree, config.include):
+        reason = "not matched by the include patterns"
+        skipped.append(Coverage(shown, CoverageStatus.SKIPPED, "excluded", reason=reason))
+        return
+    if config.exclude and _matches(rel_in_tree, config.exclude):
+        reason = "excluded by pattern"
+        skipped.append(Coverage(shown, CoverageStatus.SKIPPED, "excluded", reason=reason))
+        return
+    note = None
+    if entry.is_symlink():
+        try:
+            target = Path(entry.path).resolve(strict=True)
+        except (OSError, RuntimeError):
+            reason = "broken symlink"
+            skipped.append(Coverage(shown, CoverageStatus.SKIPPED, "symlink", reason=reason))
+            return
+        if not target.is_relative_to(real_root):
+            note = f"followed symlink to {target}, outside the scanned tree"
+    try:
+        st = entry.stat()  # follows a symlink
+    except OSError as exc:
+        errors.append(ScanError(shown, f"cannot access: {exc.strerror or exc}"))
+        return
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+        skipped.append(Coverage(shown, CoverageStatus.SKIPPED, "special", reason=reason))
+        return
+    tasks.append(FileTask(entry.path, shown, note, st.st_size))
 
 
 # ---------------------------------------------------------------------------- parallel
