@@ -178,3 +178,19 @@ def test_console_script_runs() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("modelshield ")
+
+
+def test_command_list_matches_the_full_parser() -> None:
+    """main() builds only the arguments of the command given; the list it checks against
+    must name every subcommand of the full parser."""
+    import argparse
+
+    from modelshield.cli import _COMMANDS, _parser
+
+    (sub,) = (a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(_COMMANDS)
+    for command in _COMMANDS:
+        (one,) = (a for a in _parser(command)._actions if isinstance(a, argparse._SubParsersAction))
+        assert command in one.choices and len(one.choices) <= 3  # (sign, verify, bom together)
+        full = sub.choices[command].format_help()
+        assert one.choices[command].format_help() == full
