@@ -412,11 +412,20 @@ def _tune_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
-        _tune_gc()
-    given = sys.argv[1:] if argv is None else list(argv)
+    if argv is not None:
+        return _main(argv)
+    _tune_gc()
+    try:
+        return _main(sys.argv[1:])
+    finally:
+        # The interpreter is about to exit: the collections it runs while shutting down would
+        # walk every object left for nothing (~20 ms after a big scan). Objects are still freed.
+        gc.freeze()
+
+
+def _main(given: Sequence[str]) -> int:
     parser = _parser(given[0] if given and given[0] in _COMMANDS else None)
-    args = parser.parse_args(given)
+    args = parser.parse_args(list(given))
     try:
         if args.command == "scan":
             return _cmd_scan(args)
