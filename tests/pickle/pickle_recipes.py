@@ -711,3 +711,18 @@ def assert_clean(result: ScanResult, threshold: Severity = Severity.MEDIUM) -> N
     """Complete coverage and no finding at or above ``threshold`` (default: none >= MEDIUM)."""
     assert result.complete, f"incomplete coverage: {result.coverage}\n{describe(result)}"
     assert not result.at_or_above(threshold), describe(result)
+
+
+def mutate(data: bytes, edits: Iterable[tuple[int, int, str]]) -> bytes:
+    """``data`` with each edit ``(position, byte, how)`` applied in turn: ``s`` sets the byte at
+    the position (taken modulo the length), ``i`` inserts one there, ``d`` deletes it."""
+    buf = bytearray(data)
+    for pos, value, how in edits:
+        i = pos % (len(buf) or 1)
+        if how == "s" and buf:
+            buf[i] = value
+        elif how == "i":
+            buf.insert(i, value)
+        elif buf:
+            del buf[i]
+    return bytes(buf)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pickle_recipes import mutate
 
 from modelshield.pickle import Limits, machine
 from modelshield.pickle.values import EAGER_BYTES, Const, render
@@ -176,16 +177,7 @@ def test_random_plain_opcodes_same_result(body: bytes) -> None:
 def test_mutated_pickles_same_result(
     data: bytes, edits: list[tuple[int, int, str]], limits: Limits | None
 ) -> None:
-    buf = bytearray(data)
-    for pos, value, how in edits:
-        i = pos % (len(buf) or 1)
-        if how == "s" and buf:
-            buf[i] = value
-        elif how == "i":
-            buf.insert(i, value)
-        elif buf:
-            del buf[i]
-    _same(bytes(buf), limits)
+    _same(mutate(data, edits), limits)
 
 
 # ------------------------------------------------------------------ the C function itself

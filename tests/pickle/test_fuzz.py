@@ -11,6 +11,7 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pickle_recipes import mutate
 
 from modelshield.pickle import EventKind, LimitKind, Limits, Machine, PickleAnalysis
 
@@ -73,16 +74,7 @@ def test_random_protocol_4_bodies_never_crash(data: bytes) -> None:
     ),
 )
 def test_mutated_pickles_never_crash(data: bytes, edits: list[tuple[int, int, str]]) -> None:
-    buf = bytearray(data)
-    for pos, value, how in edits:
-        i = pos % (len(buf) or 1)
-        if how == "s" and buf:
-            buf[i] = value
-        elif how == "i":
-            buf.insert(i, value)
-        elif buf:
-            del buf[i]
-    _safe_analyse(bytes(buf))
+    _safe_analyse(mutate(data, edits))
 
 
 # ------------------------------------------------------------------------ adversarial inputs
