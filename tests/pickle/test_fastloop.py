@@ -183,38 +183,41 @@ def test_mutated_pickles_same_result(
 # ------------------------------------------------------------------ the C function itself
 
 
-def test_run_stops_before_mark_and_leaves_it_to_python() -> None:
+def test_run_marks_and_stops_before_what_it_does_not_handle() -> None:
     assert NATIVE is not None
-    stack: list[Any] = []
+    stack: list[Any] = [Const("below")]
     memo: dict[int, Any] = {}
-    data = b"K\x05\x8c\x02hi\x94(K\x01"
-    pos, index = NATIVE(data, 0, len(data), 10, 100, stack, memo)
-    assert (pos, index) == (7, 13)  # BININT1, SHORT_BINUNICODE + MEMOIZE: 3 opcodes
-    assert [v.value for v in stack] == [5, "hi"]
-    assert memo[0] is stack[1] and isinstance(stack[1], Const) and stack[1].lazy is None
+    metastack: list[list[Any]] = []
+    data = b"K\x05\x8c\x02hi\x94(K\x01e"
+    pos, index, top, marked = NATIVE(data, 0, len(data), 10, 100, stack, memo, metastack, 3)
+    # BININT1, SHORT_BINUNICODE + MEMOIZE, MARK, BININT1: 5 opcodes; APPENDS is left to Python
+    assert (pos, index, marked) == (10, 15, 6)
+    assert metastack == [stack] and [v.value for v in stack] == ["below", 5, "hi"]
+    assert top == [machine._SMALL_INTS[1]]  # (the shared constant, as the Python loop)
+    assert memo[0] is stack[2] and isinstance(stack[2], Const) and stack[2].lazy is None
 
 
 def test_run_respects_stop_at() -> None:
     assert NATIVE is not None
     stack: list[Any] = []
     data = b"K\x01" * 10
-    assert NATIVE(data, 0, len(data), 0, 4, stack, {}) == (8, 4)
+    assert NATIVE(data, 0, len(data), 0, 4, stack, {}, [], 0) == (8, 4, stack, 0)
     assert len(stack) == 4
     # a string and its memo put count as two opcodes: the put is left when only one fits
     data = b"\x8c\x01a\x94"
     memo: dict[int, Any] = {}
-    assert NATIVE(data, 0, len(data), 0, 1, [], memo) == (3, 1)
+    assert NATIVE(data, 0, len(data), 0, 1, stack, memo, [], 0)[:2] == (3, 1)
     assert memo == {}
 
 
 def test_run_never_reads_past_end() -> None:
     assert NATIVE is not None
     data = struct.pack("<BI", 0x58, 3) + b"abc"
-    assert NATIVE(data, 0, len(data) - 1, 0, 10, [], {}) == (0, 0)
+    assert NATIVE(data, 0, len(data) - 1, 0, 10, [], {}, [], 0)[:2] == (0, 0)
     with pytest.raises(ValueError, match="outside the buffer"):
-        NATIVE(data, 0, len(data) + 1, 0, 10, [], {})
+        NATIVE(data, 0, len(data) + 1, 0, 10, [], {}, [], 0)
     with pytest.raises(TypeError):
-        NATIVE(data, 0, len(data), 0, 10, (), {})
+        NATIVE(data, 0, len(data), 0, 10, (), {}, [], 0)
 
 
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:

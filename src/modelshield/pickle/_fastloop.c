@@ -2,7 +2,7 @@
  * Optional accelerator for the symbolic pickle machine's tight loop (modelshield.pickle.machine).
  *
  * run() executes a run of plain-data opcodes (strings with the memo put that follows, memo
- * put/get, ints, floats, None/bools, TUPLE1-3, empty containers, short str/bytes) on the
+ * put/get, ints, floats, None/bools, MARK, TUPLE1-3, empty containers, short str/bytes) on the
  * machine's stack and memo, with exactly the semantics of the pure-Python tight loop in
  * _Run.run. It stops BEFORE the first opcode it does not handle, cannot complete (truncated,
  * over the eager size, invalid UTF-8, memo miss, stack underflow) or that would pass stop_at;
@@ -164,27 +164,31 @@ decode_utf8(const unsigned char *s, Py_ssize_t n, PyObject **out)
     return -1;
 }
 
-/* run(raw, pos, end, index, stop_at, stack, memo) -> (pos, index) */
+/* run(raw, pos, end, index, stop_at, stack, memo, metastack, marked)
+ *     -> (pos, index, stack, marked)
+ * MARK pushes the current stack on metastack (adding its length to marked) and starts a new
+ * one, as _Run.run does: the stack returned is the current one. */
 static PyObject *
 fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 7 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 9 arguments");
         return NULL;
     }
     if (Const_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "init() was not called");
         return NULL;
     }
-    PyObject *stack = args[5], *memo = args[6];
-    if (!PyList_CheckExact(stack) || !PyDict_CheckExact(memo)) {
-        PyErr_SetString(PyExc_TypeError, "stack must be a list and memo a dict");
+    PyObject *stack = args[5], *memo = args[6], *metastack = args[7];
+    if (!PyList_CheckExact(stack) || !PyDict_CheckExact(memo) || !PyList_CheckExact(metastack)) {
+        PyErr_SetString(PyExc_TypeError, "stack and metastack must be lists and memo a dict");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t end = PyLong_AsSsize_t(args[2]);
     Py_ssize_t index = PyLong_AsSsize_t(args[3]);
     Py_ssize_t stop_at = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t marked = PyLong_AsSsize_t(args[8]);
     if (PyErr_Occurred())
         return NULL;
     Py_buffer view;
@@ -197,6 +201,7 @@ fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     const unsigned char *raw = (const unsigned char *)view.buf;
     int failed = 0;
+    Py_INCREF(stack); /* owned from here on: MARK replaces it */
 
     while (index < stop_at && pos < end) {
         unsigned char code = raw[pos];
@@ -438,22 +443,36 @@ fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             pos = start + n;
         }
+        else if (code == 0x28) { /* MARK */
+            PyObject *fresh = PyList_New(0);
+            if (fresh == NULL || PyList_Append(metastack, stack) < 0) {
+                Py_XDECREF(fresh);
+                failed = 1;
+                break;
+            }
+            marked += PyList_GET_SIZE(stack);
+            Py_SETREF(stack, fresh);
+            pos += 1;
+        }
         else {
             break;
         }
         index += 1;
     }
     PyBuffer_Release(&view);
-    if (failed)
+    if (failed) {
+        Py_DECREF(stack);
         return NULL;
-    return Py_BuildValue("(nn)", pos, index);
+    }
+    return Py_BuildValue("(nnNn)", pos, index, stack, marked); /* N: passes our reference on */
 }
 
 static PyMethodDef methods[] = {
     {"init", fl_init, METH_VARARGS,
      "init(Const, Seq, DictV, small_ints, none, true, false, eager): register the value types"},
     {"run", (PyCFunction)(void (*)(void))fl_run, METH_FASTCALL,
-     "run(raw, pos, end, index, stop_at, stack, memo) -> (pos, index)"},
+     "run(raw, pos, end, index, stop_at, stack, memo, metastack, marked)"
+     " -> (pos, index, stack, marked)"},
     {NULL, NULL, 0, NULL},
 };
 

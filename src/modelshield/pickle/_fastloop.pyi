@@ -21,5 +21,7 @@ def run(
     stop_at: int,
     stack: list[Any],
     memo: dict[int, Any],
+    metastack: list[list[Any]],
+    marked: int,
     /,
-) -> tuple[int, int]: ...
+) -> tuple[int, int, list[Any], int]: ...

@@ -575,14 +575,17 @@ class _Run:
                 # bounds check (every 4096 opcodes) and at anything that could fail or emit an
                 # event: the general step below then handles that opcode, errors included.
                 stack = self.stack
-                stop_at = min(max_ops, (index | 0xFFF) + 1)
+                stop_at = (index | 0xFFF) + 1
+                if stop_at > max_ops:
+                    stop_at = max_ops
+                if native is not None:
+                    # The same loop in C (see _fastloop.c): it stops where this one would.
+                    pos, index, stack, self.marked = native(
+                        raw, pos, end, index, stop_at, stack, memo, self.metastack, self.marked
+                    )
+                    self.stack = stack
+                    stop_at = index  # (the loop below has nothing left to do)
                 while index < stop_at and pos < end:
-                    if native is not None:
-                        # The same loop in C (see _fastloop.c): it stops where this one would
-                        # stop, and at MARK, which is handled below.
-                        pos, index = native(raw, pos, end, index, stop_at, stack, memo)
-                        if index >= stop_at or pos >= end:
-                            break
                     code = raw[pos]
                     if code == 0x58 or code == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
                         if code == 0x8C:
@@ -908,7 +911,7 @@ _FALSE = Const(False)
 _SMALL_INTS = [Const(i) for i in range(256)]
 
 
-def _native_run() -> Callable[..., tuple[int, int]] | None:
+def _native_run() -> Callable[..., tuple[int, int, list[Value], int]] | None:
     """The C version of :meth:`_Run.run`'s plain-data loop, when it was built (it is optional:
     without a compiler the package installs without it) and not switched off with
     ``MODELSHIELD_PURE_PYTHON=1``."""
