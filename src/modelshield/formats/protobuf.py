@@ -62,7 +62,7 @@ def iter_fields(
     data = buf if isinstance(buf, memoryview) else memoryview(buf)
     stop = len(data) if end is None else end
     pos = start
-    new = Field._make
+    new = tuple.__new__  # Field._make without its Python-level call and length check
     while pos < stop:
         key = data[pos]
         if key < 0x80:
@@ -80,21 +80,21 @@ def iter_fields(
             else:
                 value, pos = read_varint(data, pos, stop)
             if wire == VARINT:
-                yield new((number, wire, value, pos))
+                yield new(Field, (number, wire, value, pos))
                 continue
             if pos + value > stop:
                 raise ProtobufError("length-delimited field runs past the message")
-            yield new((number, wire, pos, pos + value))
+            yield new(Field, (number, wire, pos, pos + value))
             pos += value
         elif wire == FIXED64:
             if pos + 8 > stop:
                 raise ProtobufError("truncated fixed64")
-            yield new((number, wire, int.from_bytes(data[pos : pos + 8], "little"), pos + 8))
+            yield new(Field, (number, wire, int.from_bytes(data[pos : pos + 8], "little"), pos + 8))
             pos += 8
         elif wire == FIXED32:
             if pos + 4 > stop:
                 raise ProtobufError("truncated fixed32")
-            yield new((number, wire, int.from_bytes(data[pos : pos + 4], "little"), pos + 4))
+            yield new(Field, (number, wire, int.from_bytes(data[pos : pos + 4], "little"), pos + 4))
             pos += 4
         else:
             raise ProtobufError(f"unsupported wire type {wire}")
