@@ -22,7 +22,7 @@
 static PyObject *Const_type = NULL;   /* Const(value) */
 static PyObject *Seq_type = NULL;     /* Seq(kind, items, total) */
 static PyObject *DictV_type = NULL;   /* DictV() */
-static PyObject *small_ints = NULL;   /* list of the 256 shared Const(i) */
+static PyObject *small_ints = NULL;   /* tuple of the 256 shared Const(i) */
 static PyObject *const_none = NULL;
 static PyObject *const_true = NULL;
 static PyObject *const_false = NULL;
@@ -79,24 +79,28 @@ fl_init(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "Const must be a class with fixed-size instances");
         return NULL;
     }
+    if (PyObject_HasAttrString(c, "__post_init__")) { /* run() fills instances directly */
+        PyErr_SetString(PyExc_TypeError, "Const must not have __post_init__");
+        return NULL;
+    }
     Py_ssize_t value_offset = slot_offset((PyTypeObject *)c, "value");
     Py_ssize_t lazy_offset = slot_offset((PyTypeObject *)c, "lazy");
     if (value_offset < 0 || lazy_offset < 0 || value_offset == lazy_offset)
         return NULL;
-    if (str_list == NULL) {
-        str_list = PyUnicode_InternFromString("list");
-        str_tuple = PyUnicode_InternFromString("tuple");
-        if (str_list == NULL || str_tuple == NULL)
-            return NULL;
-    }
+    if (str_list == NULL && (str_list = PyUnicode_InternFromString("list")) == NULL)
+        return NULL;
+    if (str_tuple == NULL && (str_tuple = PyUnicode_InternFromString("tuple")) == NULL)
+        return NULL;
     Py_INCREF(c);
     Py_XSETREF(Const_type, c);
     Py_INCREF(s);
     Py_XSETREF(Seq_type, s);
     Py_INCREF(d);
     Py_XSETREF(DictV_type, d);
-    Py_INCREF(ints);
-    Py_XSETREF(small_ints, ints);
+    PyObject *ints_copy = PyList_AsTuple(ints); /* fixed: the list could change later */
+    if (ints_copy == NULL)
+        return NULL;
+    Py_XSETREF(small_ints, ints_copy);
     Py_INCREF(n);
     Py_XSETREF(const_none, n);
     Py_INCREF(t);
@@ -184,12 +188,16 @@ fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "stack and metastack must be lists and memo a dict");
         return NULL;
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t index = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t stop_at = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t marked = PyLong_AsSsize_t(args[8]);
-    if (PyErr_Occurred())
+    Py_ssize_t pos, end, index, stop_at, marked;
+    if ((pos = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((end = PyLong_AsSsize_t(args[2])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((index = PyLong_AsSsize_t(args[3])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((stop_at = PyLong_AsSsize_t(args[4])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((marked = PyLong_AsSsize_t(args[8])) == -1 && PyErr_Occurred())
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -206,21 +214,23 @@ fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     while (index < stop_at && pos < end) {
         unsigned char code = raw[pos];
         if (code == 0x58 || code == 0x8C) { /* BINUNICODE, SHORT_BINUNICODE */
-            Py_ssize_t start, n;
+            Py_ssize_t start;
+            size_t len; /* unsigned: a 4-byte length may not fit a 32-bit Py_ssize_t */
             if (code == 0x8C) {
                 if (pos + 2 > end)
                     break;
                 start = pos + 2;
-                n = raw[pos + 1];
+                len = raw[pos + 1];
             }
             else {
                 if (pos + 5 > end)
                     break;
                 start = pos + 5;
-                n = (Py_ssize_t)u4(raw + pos + 1);
+                len = u4(raw + pos + 1);
             }
-            if (n > eager || start + n > end)
+            if (len > (size_t)eager || len > (size_t)(end - start))
                 break;
+            Py_ssize_t n = (Py_ssize_t)len;
             PyObject *text;
             int ok = decode_utf8(raw + start, n, &text);
             if (ok < 0) {
@@ -331,7 +341,7 @@ fl_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         else if (code == 0x4B) { /* BININT1 */
             if (pos + 2 > end)
                 break;
-            if (PyList_Append(stack, PyList_GET_ITEM(small_ints, raw[pos + 1])) < 0) {
+            if (PyList_Append(stack, PyTuple_GET_ITEM(small_ints, raw[pos + 1])) < 0) {
                 failed = 1;
                 break;
             }
