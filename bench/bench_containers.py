@@ -810,12 +810,33 @@ def snapshot(dest: Path) -> tuple[Path, str]:
         check=True,
     ).stdout.strip()
     archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", "HEAD", "src"], capture_output=True, check=True
+        [
+            "git",
+            "-C",
+            str(repo),
+            "archive",
+            "HEAD",
+            "src",
+            "setup.py",
+            "pyproject.toml",
+            "README.md",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")  # our own repository's archive
-    return dest / "src", f"modelshield {head} (committed tree, snapshot)"
+    # The optional C loop of the pickle engine, built as `pip install` builds it.
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=dest,
+        capture_output=True,
+        check=False,
+    )
+    native = any((dest / "src/modelshield/pickle").glob("_fastloop*.so"))
+    what = "C loop built" if native else "C loop NOT built: pure Python"
+    return dest / "src", f"modelshield {head} (committed tree, snapshot; {what})"
 
 
 def revision() -> str:
