@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -298,3 +299,108 @@ def test_worker_outcomes_survive_the_trip_to_the_parent() -> None:
     back = _unpack(_pack([out, FileOutcome()]))
     assert back == [out, FileOutcome()]
     assert type(back[0].findings[0].severity) is Severity
+
+
+def _tree(root: Path, n: int, big: int = 0) -> Path:
+    root.mkdir(exist_ok=True)
+    for i in range(n):
+        data = MALICIOUS if i % 7 == 0 else pickle.dumps(i)
+        if i < big:  # over the small-file size: a batch of its own
+            data = pickle.dumps(list(range(100_000 + i)))
+        (root / f"f{i:02}.pkl").write_bytes(data)
+    return root
+
+
+def test_scans_in_threads_do_not_share_workers(tmp_path: Path) -> None:
+    """Workers forked by one scan must not hold another scan's pipes open (each would then wait
+    for the other's end of file, for ever)."""
+    import threading
+
+    trees = [_tree(tmp_path / f"t{k}", 24, big=3) for k in range(3)]
+    expected = [scan(t, jobs=1).coverage for t in trees]
+    for _ in range(3):
+        got: dict[int, object] = {}
+
+        def one(k: int, got: dict[int, object] = got) -> None:
+            got[k] = scan(trees[k], jobs=2).coverage
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "parallel scans in threads hung"
+        assert [got[k] for k in range(3)] == expected
+    assert _no_children_left()
+
+
+def test_every_worker_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four big files and --jobs 4: four workers, one file each (not two workers taking two)."""
+    import modelshield.scanner as scanner
+
+    _tree(tmp_path, 4, big=4)
+    forks: list[int] = []
+    real = scanner._fork_child
+
+    def counting(*args: Any) -> Any:
+        child = real(*args)
+        forks.append(child.pid)
+        return child
+
+    monkeypatch.setattr(scanner, "_fork_child", counting)
+    result = scan(tmp_path, jobs=4)
+    assert len(forks) == 4 and len(result.coverage) == 4 and result.complete
+
+
+def test_many_open_descriptors(tmp_path: Path) -> None:
+    """Worker pipes numbered over 1023 (select() cannot watch them; poll() can)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"open-file limit {soft}")
+    _tree(tmp_path, 20)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert scan(tmp_path, jobs=2).coverage == scan(tmp_path, jobs=1).coverage
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_workers_when_sigchld_is_ignored(tmp_path: Path) -> None:
+    """A parent that ignores SIGCHLD (inherited across exec): children are reaped by the system."""
+    import signal
+
+    _tree(tmp_path, 20)
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        result = scan(tmp_path, jobs=2)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert result.complete and result.coverage == scan(tmp_path, jobs=1).coverage
+
+
+def test_failed_fork_leaks_no_descriptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tree(tmp_path, 20)
+    before = len(os.listdir("/proc/self/fd"))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(BlockingIOError):
+        scan(tmp_path, jobs=2)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_an_exception_in_the_progress_callback_stops_the_workers(tmp_path: Path) -> None:
+    _tree(tmp_path, 40, big=6)
+
+    def fails(done: int, total: int, path: str) -> None:
+        raise RuntimeError("progress display broke")
+
+    with pytest.raises(RuntimeError) as caught:
+        scan(tmp_path, jobs=2, progress=fails)
+    assert caught.value is not None  # (the traceback, still held, keeps the scan's frames)
+    assert _no_children_left()

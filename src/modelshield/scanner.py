@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import array
 import collections
 import contextlib
@@ -16,7 +17,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,17 +320,18 @@ def _run(
     batches = _batches(tasks)
     done = 0
     parts = _forked(batches, jobs, analyzer) if _FORK else _pooled(batches, jobs, analyzer)
-    for batch, outcomes in parts:
-        for outcome, t in zip(outcomes, batch, strict=True):
-            done += 1
-            yield outcome
-            if progress:
-                progress(done, total, t.display)
+    with contextlib.closing(parts):  # an exception here (a progress callback) stops the workers
+        for batch, outcomes in parts:
+            for outcome, t in zip(outcomes, batch, strict=True):
+                done += 1
+                yield outcome
+                if progress:
+                    progress(done, total, t.display)
 
 
 def _pooled(
     batches: list[list[FileTask]], jobs: int, analyzer: Analyzer
-) -> Iterator[tuple[list[FileTask], list[FileOutcome]]]:
+) -> Generator[tuple[list[FileTask], list[FileOutcome]]]:
     """Batches scanned by a process pool (where fork is not the way to start processes)."""
     from concurrent.futures import (
         ProcessPoolExecutor,  # only for parallel scans: slow import
@@ -348,7 +350,13 @@ def _pooled(
 
 
 _AHEAD = 2
-"""Batches handed to a forked worker before it returns one (it never waits for the parent)."""
+"""Batches queued at a forked worker (so that it need not wait for the parent between two)."""
+
+_FORK_LOCK = _thread.allocate_lock()
+_PARENT_FDS: set[int] = set()
+"""The parent's ends of the pipes of every live worker, of every scan in this process (scans
+may run in threads): each new worker closes them all, so that the end of a pipe is seen when
+its own worker ends. Changed only under _FORK_LOCK, which also covers each fork."""
 
 
 @dataclass
@@ -357,13 +365,13 @@ class _Child:
     tasks: int
     """Write end of the pipe of batches to scan (task numbers)."""
     results: int
-    """Read end of the pipe of pickled outcomes."""
+    """Read end of the pipe of outcomes (JSON)."""
     assigned: collections.deque[list[int]] = field(default_factory=collections.deque)
 
 
 def _forked(
     batches: list[list[FileTask]], jobs: int, analyzer: Analyzer
-) -> Iterator[tuple[list[FileTask], list[FileOutcome]]]:
+) -> Generator[tuple[list[FileTask], list[FileOutcome]]]:
     """Batches scanned by ``jobs`` forked worker processes (Linux).
 
     Workers inherit the analyser and the tasks: the parent only sends task numbers and reads
@@ -371,7 +379,7 @@ def _forked(
     No multiprocessing machinery (~25 ms to import and start). A worker that dies (killed, out
     of memory, a crash in a native library) is replaced; the other files of the batch it was
     scanning are scanned again one by one, so only the file that killed it is reported as not
-    analysed (never as clean).
+    analysed (never as clean). Closing the generator stops and reaps every worker.
     """
     import select
 
@@ -381,21 +389,21 @@ def _forked(
         first = len(pending) and pending[-1][-1] + 1
         pending.append(list(range(first, first + len(batch))))
     children: dict[int, _Child] = {}
+    poll = select.poll()  # (select() fails on descriptors over 1023)
     try:
         while pending or children:
             while pending and len(children) < jobs:
                 child = _fork_child(tasks, analyzer, children)
-                children[child.results] = child
-                for _ in range(_AHEAD):
-                    if pending:
-                        _assign(child, pending.popleft())
-            ready, _, _ = select.select(list(children), [], [])
-            for fd in ready:
+                poll.register(child.results, select.POLLIN)
+                _assign(child, pending.popleft())  # one each first: every worker starts
+            for child in children.values():
+                while pending and len(child.assigned) < _AHEAD:
+                    _assign(child, pending.popleft())
+            for fd, _ in poll.poll():
                 child = children[fd]
                 message = _read_message(fd)
                 if message is None:  # it died
-                    del children[fd]
-                    how = _reap(child)
+                    how = _reap(child, children, poll)
                     unit = child.assigned.popleft()
                     pending.extendleft(reversed(child.assigned))  # not started
                     if len(unit) > 1:
@@ -408,39 +416,56 @@ def _forked(
                 if pending:
                     _assign(child, pending.popleft())
                 elif not child.assigned:
-                    del children[fd]
-                    _reap(child)  # its task pipe is closed: it exits
+                    _stop(child)
+                    _reap(child, children, poll)
     finally:
-        for child in children.values():
-            _reap(child, kill=True)
+        for child in list(children.values()):
+            with contextlib.suppress(Exception):
+                _reap(child, children, poll, kill=True)
 
 
-def _fork_child(tasks: list[FileTask], analyzer: Analyzer, others: dict[int, _Child]) -> _Child:
-    tasks_r, tasks_w = os.pipe()
-    results_r, results_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the worker: never returns
-        code = 1
+def _fork_child(tasks: list[FileTask], analyzer: Analyzer, children: dict[int, _Child]) -> _Child:
+    """Start a worker and register it in ``children`` (by its results pipe)."""
+    with _FORK_LOCK:
+        tasks_r, tasks_w = os.pipe()
         try:
-            for other in others.values():  # (else a dead worker's pipes would stay open)
-                os.close(other.tasks)
-                os.close(other.results)
+            results_r, results_w = os.pipe()
+        except OSError:
+            os.close(tasks_r)
             os.close(tasks_w)
-            os.close(results_r)
-            _child_loop(tasks, analyzer, tasks_r, results_w)
-            code = 0
-        finally:
-            os._exit(code)  # whatever happened: the parent reports an unfinished batch
-    os.close(tasks_r)
-    os.close(results_w)
-    return _Child(pid, tasks_w, results_r)
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (tasks_r, tasks_w, results_r, results_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # the worker: never returns
+            code = 1
+            try:
+                for fd in (*_PARENT_FDS, tasks_w, results_r):
+                    os.close(fd)
+                _child_loop(tasks, analyzer, tasks_r, results_w)
+                code = 0
+            finally:
+                os._exit(code)  # whatever happened: the parent reports an unfinished batch
+        os.close(tasks_r)
+        os.close(results_w)
+        child = _Child(pid, tasks_w, results_r)
+        _PARENT_FDS.update((tasks_w, results_r))
+        children[results_r] = child
+        return child
 
 
 def _child_loop(tasks: list[FileTask], analyzer: Analyzer, requests: int, results: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the parent's own handler is not ours)
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
     while (header := _read_exact(requests, 4)) is not None:
-        numbers = _read_exact(requests, 4 * int.from_bytes(header, "little"))
-        if numbers is None:
+        count = int.from_bytes(header, "little")
+        numbers = _read_exact(requests, 4 * count) if count else None
+        if numbers is None:  # stop, or the parent is gone
             return
         batch = [tasks[i] for i in memoryview(numbers).cast("I")]
         data = _pack([analyzer.scan_file(t) for t in batch])
@@ -454,6 +479,12 @@ def _assign(child: _Child, unit: list[int]) -> None:
     message = len(unit).to_bytes(4, "little") + array.array("I", unit).tobytes()
     with contextlib.suppress(BrokenPipeError):  # it died: seen as the end of its results
         os.write(child.tasks, message)  # a few bytes: the pipe never fills
+
+
+def _stop(child: _Child) -> None:
+    """Ask a worker to exit (an empty batch)."""
+    with contextlib.suppress(BrokenPipeError):
+        os.write(child.tasks, bytes(4))
 
 
 def _read_message(fd: int) -> bytes | None:
@@ -473,14 +504,23 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _reap(child: _Child, *, kill: bool = False) -> str:
-    """Close a worker's pipes and wait for it; how it ended, in words."""
-    os.close(child.tasks)
-    os.close(child.results)
+def _reap(child: _Child, children: dict[int, _Child], poll: Any, *, kill: bool = False) -> str:
+    """Close a worker's pipes, wait for it and forget it; how it ended, in words."""
     if kill:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGTERM)
-    _, status = os.waitpid(child.pid, 0)
+    with _FORK_LOCK:
+        if children.pop(child.results, None) is None:
+            return "already reaped"
+        with contextlib.suppress(KeyError, ValueError):
+            poll.unregister(child.results)
+        for fd in (child.tasks, child.results):
+            _PARENT_FDS.discard(fd)
+            os.close(fd)
+    try:
+        _, status = os.waitpid(child.pid, 0)
+    except ChildProcessError:  # reaped by the system (SIGCHLD ignored): no status to tell
+        return "exit status unknown"
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
