@@ -584,137 +584,137 @@ class _Run:
                         raw, pos, end, index, stop_at, stack, memo, self.metastack, self.marked
                     )
                     self.stack = stack
-                    stop_at = index  # (the loop below has nothing left to do)
-                while index < stop_at and pos < end:
-                    code = raw[pos]
-                    if code == 0x58 or code == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
-                        if code == 0x8C:
+                else:
+                    while index < stop_at and pos < end:
+                        code = raw[pos]
+                        if code == 0x58 or code == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
+                            if code == 0x8C:
+                                if pos + 2 > end:
+                                    break
+                                start = pos + 2
+                                n = raw[pos + 1]
+                            else:
+                                if pos + 5 > end:
+                                    break
+                                start = pos + 5
+                                n = u4(raw, pos + 1)[0]
+                            stop_pos = start + n
+                            if n > eager or stop_pos > end:
+                                break
+                            try:
+                                text = raw[start:stop_pos].decode("utf-8", "surrogatepass")
+                            except UnicodeDecodeError:
+                                break
+                            value = Const(text)
+                            stack.append(value)
+                            pos = stop_pos
+                            # Strings are usually memoized next: done here, one pass fewer.
+                            if pos + 5 <= end and index + 1 < stop_at:
+                                code = raw[pos]
+                                if code == 0x72:  # LONG_BINPUT
+                                    memo[u4(raw, pos + 1)[0]] = value
+                                    pos += 5
+                                    index += 1
+                                elif code == 0x94:  # MEMOIZE
+                                    memo[len(memo)] = value
+                                    pos += 1
+                                    index += 1
+                                elif code == 0x71:  # BINPUT
+                                    memo[raw[pos + 1]] = value
+                                    pos += 2
+                                    index += 1
+                        elif code == 0x72 or code == 0x71 or code == 0x94:  # (LONG_)BINPUT, MEMOIZE
+                            if not stack:
+                                break
+                            if code == 0x71:
+                                if pos + 2 > end:
+                                    break
+                                memo[raw[pos + 1]] = stack[-1]
+                                pos += 2
+                            elif code == 0x72:
+                                if pos + 5 > end:
+                                    break
+                                memo[u4(raw, pos + 1)[0]] = stack[-1]
+                                pos += 5
+                            else:
+                                memo[len(memo)] = stack[-1]
+                                pos += 1
+                        elif code == 0x68 or code == 0x6A:  # BINGET, LONG_BINGET
+                            if code == 0x68:
+                                if pos + 2 > end:
+                                    break
+                                got = memo.get(raw[pos + 1])
+                                if got is None:
+                                    break
+                                pos += 2
+                            else:
+                                if pos + 5 > end:
+                                    break
+                                got = memo.get(u4(raw, pos + 1)[0])
+                                if got is None:
+                                    break
+                                pos += 5
+                            stack.append(got)
+                        elif code == 0x4B:  # BININT1
+                            if pos + 2 > end:
+                                break
+                            stack.append(small[raw[pos + 1]])
+                            pos += 2
+                        elif code == 0x4A:  # BININT
+                            if pos + 5 > end:
+                                break
+                            stack.append(Const(i4(raw, pos + 1)[0]))
+                            pos += 5
+                        elif code == 0x4D:  # BININT2
+                            if pos + 3 > end:
+                                break
+                            stack.append(Const(raw[pos + 1] | (raw[pos + 2] << 8)))
+                            pos += 3
+                        elif code == 0x47:  # BINFLOAT
+                            if pos + 9 > end:
+                                break
+                            stack.append(Const(f8(raw, pos + 1)[0]))
+                            pos += 9
+                        elif code == 0x4E:  # NONE
+                            stack.append(_NONE)
+                            pos += 1
+                        elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
+                            stack.append(_TRUE if code == 0x88 else _FALSE)
+                            pos += 1
+                        elif code == 0x28:  # MARK
+                            self.metastack.append(stack)
+                            self.marked += len(stack)
+                            stack = self.stack = []
+                            pos += 1
+                        elif 0x85 <= code <= 0x87:  # TUPLE1, TUPLE2, TUPLE3
+                            n = code - 0x84
+                            if len(stack) < n:
+                                break
+                            items = stack[-n:]
+                            del stack[-n:]
+                            stack.append(Seq("tuple", items, n))
+                            pos += 1
+                        elif code == 0x7D:  # EMPTY_DICT
+                            stack.append(DictV())
+                            pos += 1
+                        elif code == 0x5D or code == 0x29:  # EMPTY_LIST, EMPTY_TUPLE
+                            stack.append(Seq("list" if code == 0x5D else "tuple"))
+                            pos += 1
+                        elif code == 0x55 or code == 0x43:  # SHORT_BINSTRING, SHORT_BINBYTES
                             if pos + 2 > end:
                                 break
                             start = pos + 2
-                            n = raw[pos + 1]
+                            stop_pos = start + raw[pos + 1]
+                            if stop_pos > end:
+                                break
+                            if code == 0x55:  # a Python 2 str: kept as text (see _op_string)
+                                stack.append(Const(raw[start:stop_pos].decode("latin-1")))
+                            else:
+                                stack.append(Const(bytes(raw[start:stop_pos])))
+                            pos = stop_pos
                         else:
-                            if pos + 5 > end:
-                                break
-                            start = pos + 5
-                            n = u4(raw, pos + 1)[0]
-                        stop_pos = start + n
-                        if n > eager or stop_pos > end:
                             break
-                        try:
-                            text = raw[start:stop_pos].decode("utf-8", "surrogatepass")
-                        except UnicodeDecodeError:
-                            break
-                        value = Const(text)
-                        stack.append(value)
-                        pos = stop_pos
-                        # Strings are usually memoized next: done here, one pass fewer.
-                        if pos + 5 <= end and index + 1 < stop_at:
-                            code = raw[pos]
-                            if code == 0x72:  # LONG_BINPUT
-                                memo[u4(raw, pos + 1)[0]] = value
-                                pos += 5
-                                index += 1
-                            elif code == 0x94:  # MEMOIZE
-                                memo[len(memo)] = value
-                                pos += 1
-                                index += 1
-                            elif code == 0x71:  # BINPUT
-                                memo[raw[pos + 1]] = value
-                                pos += 2
-                                index += 1
-                    elif code == 0x72 or code == 0x71 or code == 0x94:  # (LONG_)BINPUT, MEMOIZE
-                        if not stack:
-                            break
-                        if code == 0x71:
-                            if pos + 2 > end:
-                                break
-                            memo[raw[pos + 1]] = stack[-1]
-                            pos += 2
-                        elif code == 0x72:
-                            if pos + 5 > end:
-                                break
-                            memo[u4(raw, pos + 1)[0]] = stack[-1]
-                            pos += 5
-                        else:
-                            memo[len(memo)] = stack[-1]
-                            pos += 1
-                    elif code == 0x68 or code == 0x6A:  # BINGET, LONG_BINGET
-                        if code == 0x68:
-                            if pos + 2 > end:
-                                break
-                            got = memo.get(raw[pos + 1])
-                            if got is None:
-                                break
-                            pos += 2
-                        else:
-                            if pos + 5 > end:
-                                break
-                            got = memo.get(u4(raw, pos + 1)[0])
-                            if got is None:
-                                break
-                            pos += 5
-                        stack.append(got)
-                    elif code == 0x4B:  # BININT1
-                        if pos + 2 > end:
-                            break
-                        stack.append(small[raw[pos + 1]])
-                        pos += 2
-                    elif code == 0x4A:  # BININT
-                        if pos + 5 > end:
-                            break
-                        stack.append(Const(i4(raw, pos + 1)[0]))
-                        pos += 5
-                    elif code == 0x4D:  # BININT2
-                        if pos + 3 > end:
-                            break
-                        stack.append(Const(raw[pos + 1] | (raw[pos + 2] << 8)))
-                        pos += 3
-                    elif code == 0x47:  # BINFLOAT
-                        if pos + 9 > end:
-                            break
-                        stack.append(Const(f8(raw, pos + 1)[0]))
-                        pos += 9
-                    elif code == 0x4E:  # NONE
-                        stack.append(_NONE)
-                        pos += 1
-                    elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
-                        stack.append(_TRUE if code == 0x88 else _FALSE)
-                        pos += 1
-                    elif code == 0x28:  # MARK
-                        self.metastack.append(stack)
-                        self.marked += len(stack)
-                        stack = self.stack = []
-                        pos += 1
-                    elif 0x85 <= code <= 0x87:  # TUPLE1, TUPLE2, TUPLE3
-                        n = code - 0x84
-                        if len(stack) < n:
-                            break
-                        items = stack[-n:]
-                        del stack[-n:]
-                        stack.append(Seq("tuple", items, n))
-                        pos += 1
-                    elif code == 0x7D:  # EMPTY_DICT
-                        stack.append(DictV())
-                        pos += 1
-                    elif code == 0x5D or code == 0x29:  # EMPTY_LIST, EMPTY_TUPLE
-                        stack.append(Seq("list" if code == 0x5D else "tuple"))
-                        pos += 1
-                    elif code == 0x55 or code == 0x43:  # SHORT_BINSTRING, SHORT_BINBYTES
-                        if pos + 2 > end:
-                            break
-                        start = pos + 2
-                        stop_pos = start + raw[pos + 1]
-                        if stop_pos > end:
-                            break
-                        if code == 0x55:  # a Python 2 str: kept as text (see _op_string)
-                            stack.append(Const(raw[start:stop_pos].decode("latin-1")))
-                        else:
-                            stack.append(Const(bytes(raw[start:stop_pos])))
-                        pos = stop_pos
-                    else:
-                        break
-                    index += 1
+                        index += 1
                 dec.pos = pos
             self.index = index  # exact for errors raised while decoding the next opcode
             if pos >= end:
