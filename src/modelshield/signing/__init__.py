@@ -46,6 +46,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *(n for names in _LAZY.values() for n in names)})
+
+
 __all__ = [
     "DEFAULT_IGNORED",
     "Manifest",
