@@ -237,8 +237,7 @@ def test_both_ways_of_starting_workers_give_the_same_result(
 ) -> None:
     import modelshield.scanner as scanner
 
-    for i in range(30):
-        (tmp_path / f"f{i:02}.pkl").write_bytes(MALICIOUS if i % 7 == 0 else pickle.dumps(i))
+    _tree(tmp_path, 30)
     serial = scan(tmp_path, jobs=1)
     monkeypatch.setattr(scanner, "_FORK", fork)
     parallel = scan(tmp_path, jobs=3)
